@@ -1,0 +1,3 @@
+from cfbox_watch.cli import main
+
+raise SystemExit(main())

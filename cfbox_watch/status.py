@@ -1,0 +1,254 @@
+"""`cfbox-watch status [--json]` and `cfbox-watch retry [--mapping NAME] [PATH...]`.
+
+`status` opens the state DB read-only, so it can run at any time next to the daemon
+(WAL lets it read a consistent snapshot while the daemon writes).  The queue figures
+come from the engines' own `summarize` functions; the daemon's table adds which Sides
+are running, whether one stopped (and why), and when the daemon last checked in.
+
+The JSON shape (`--json`) is a stable interface for scripts and monitoring:
+
+    {
+      "version": 1,
+      "config": "/etc/cfbox/cfbox.yaml",
+      "state_db": "/var/lib/cfbox-watch/state.sqlite3",
+      "generated_at": "2026-01-31T12:00:00+00:00",
+      "daemon": {"running": true, "pid": 1234, "state": "running",
+                 "last_seen": "2026-01-31T11:59:59+00:00"},
+      "mappings": [
+        {"name": "acme-retouch", "direction": "out",          # "out" = local -> Box
+         "kind": "post_production", "connection": "acme",
+         "local": "/srv/studio/outgoing/acme", "folder_id": "1234",
+         "state": "running",                 # the Side's state, "not running" without daemon
+         "error": null,                      # why the mapping stopped, if it did
+         "queued": 0, "active": 0, "failed": 0, "done_today": 12,
+         "last_success": "2026-01-31T11:58:00+00:00",
+         "problems": [{"path": "shoot/a.jpg", "status": "failed",
+                       "error": "...", "attempts": 3}]}
+      ],
+      "connections": [{"name": "acme", "health": "ok" | "error" | "unknown",
+                       "message": null}]
+    }
+
+New keys may be added; existing keys keep their meaning and type.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cfbox_watch import db as dbmod
+from cfbox_watch.config_model import Config
+from cfbox_watch.errors import UserError
+
+JSON_VERSION = 1
+DAEMON_STALE_AFTER = 30.0   # seconds without a daemon heartbeat before "not running"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                        (name,)).fetchone() is not None
+
+
+def read_daemon(conn: sqlite3.Connection | None, now: float | None = None) -> tuple[dict, dict]:
+    """(daemon info, {side key: row}) from the daemon's table; empty when it never ran."""
+    now = time.time() if now is None else now
+    info = {"running": False, "pid": None, "state": "never started", "last_seen": None}
+    sides: dict[str, dict] = {}
+    if conn is None or not _has_table(conn, "daemon_info"):
+        return info, sides
+    kv = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM daemon_info")}
+    pid = int(kv["pid"]) if kv.get("pid") else None
+    seen = float(kv["heartbeat_at"]) if kv.get("heartbeat_at") else None
+    state = kv.get("state") or "unknown"
+    running = (state == "running" and pid is not None and _pid_alive(pid)
+               and seen is not None and now - seen < DAEMON_STALE_AFTER)
+    info = {"running": running, "pid": pid if running else None,
+            "state": state if running or state == "stopped" else "not running (no heartbeat)",
+            "last_seen": _iso(seen)}
+    for r in conn.execute("SELECT key, state, error, updated_at FROM daemon_sides"):
+        sides[r["key"]] = {"state": r["state"], "error": r["error"]}
+    return info, sides
+
+
+def normalize(direction: str, raw: dict) -> dict[str, Any]:
+    """The two engines' `summarize` dicts -> the one stable per-mapping shape."""
+    problems = raw.get("problems")
+    if problems is None:
+        problems = raw.get("failures", [])
+    out = {
+        "queued": int(raw.get("queued") or 0),
+        "active": int(raw.get("active") or 0),
+        "failed": int(raw.get("failed") or 0),
+        "done_today": int(raw.get("done_today") or 0),
+        "last_success": raw.get("last_success"),
+        "problems": [
+            {"path": p.get("path"), "status": p.get("status"), "error": p.get("error"),
+             "attempts": p.get("attempts")}
+            for p in problems
+        ],
+    }
+    return out
+
+
+def collect(config: Config, conn: sqlite3.Connection | None, now: float | None = None) -> dict:
+    from cfbox_watch.incoming import state as in_state
+    from cfbox_watch.outgoing import state as out_state
+
+    daemon, sides = read_daemon(conn, now)
+    mappings = []
+    entries = [("out", m, m.kind) for m in config.outgoing] + \
+              [("in", m, "post_production") for m in config.incoming]
+    for direction, m, kind in entries:
+        if conn is None:
+            raw: dict = {}
+        elif direction == "out":
+            raw = out_state.summarize(conn, m.name)
+        else:
+            raw = in_state.summarize(conn, m.name)
+        side = sides.get(f"{m.name}:{direction}", {}) if daemon["running"] else {}
+        item = {"name": m.name, "direction": direction, "kind": kind,
+                "connection": m.connection, "local": str(m.local), "folder_id": m.folder_id,
+                "state": side.get("state") or "not running", "error": side.get("error")}
+        item.update(normalize(direction, raw))
+        mappings.append(item)
+    connections = []
+    for name in config.connections:
+        mine = [x for x in mappings if x["connection"] == name]
+        errors = [x["error"] for x in mine if x["state"] in ("failed", "error") and x["error"]]
+        if errors:
+            health, message = "error", errors[0]
+        elif daemon["running"] and mine:
+            health, message = "ok", None
+        else:
+            health, message = "unknown", None if daemon["running"] else "daemon not running"
+        connections.append({"name": name, "health": health, "message": message})
+    return {
+        "version": JSON_VERSION,
+        "config": str(config.path),
+        "state_db": str(dbmod.db_path(config.state_dir)),
+        "generated_at": _iso(time.time() if now is None else now),
+        "daemon": daemon,
+        "mappings": mappings,
+        "connections": connections,
+    }
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    try:
+        t = _dt.datetime.fromisoformat(iso).astimezone()
+    except ValueError:
+        return iso
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_text(report: dict) -> str:
+    d = report["daemon"]
+    lines = [
+        f"daemon: {'running, pid ' + str(d['pid']) if d['running'] else d['state']}"
+        + (f" (last seen {_when(d['last_seen'])})" if d["last_seen"] else ""),
+        f"state:  {report['state_db']}",
+        "",
+    ]
+    arrow = {"out": "->", "in": "<-"}
+    for m in report["mappings"]:
+        where = f"{m['local']} {arrow[m['direction']]} Box folder {m['folder_id']}"
+        lines.append(f"{m['name']} ({'outgoing' if m['direction'] == 'out' else 'incoming'}): {where}")
+        lines.append(f"  {m['queued']} queued, {m['active']} active, {m['done_today']} done today, "
+                     f"{m['failed']} failed; last success {_when(m['last_success'])}; {m['state']}")
+        if m["error"]:
+            lines.append(f"  STOPPED: {m['error']}")
+        for p in m["problems"][:10]:
+            reason = (p.get("error") or "").splitlines()[0] if p.get("error") else ""
+            lines.append(f"  {p.get('status')}: {p.get('path')}" + (f": {reason}" if reason else ""))
+        if len(m["problems"]) > 10:
+            lines.append(f"  ... and {len(m['problems']) - 10} more (status --json lists them)")
+    lines.append("")
+    for c in report["connections"]:
+        lines.append(f"connection {c['name']}: {c['health']}" + (f": {c['message']}" if c["message"] else ""))
+    return "\n".join(lines)
+
+
+def _open_readonly(config: Config) -> sqlite3.Connection | None:
+    path = dbmod.db_path(config.state_dir)
+    if not path.exists():
+        return None
+    try:
+        return dbmod.open_db(path, readonly=True)
+    except sqlite3.Error as e:
+        raise UserError(f"cannot read the state database {path}: {e} "
+                        "(run status as the service user, or with sudo)") from e
+
+
+def cmd_status(args) -> int:
+    from cfbox_watch.config import load_config
+
+    config = load_config(args.config)
+    conn = _open_readonly(config)
+    try:
+        report = collect(config, conn)
+    except sqlite3.Error as e:
+        raise UserError(f"cannot read the state database {dbmod.db_path(config.state_dir)}: {e}") from e
+    finally:
+        if conn is not None:
+            conn.close()
+    if getattr(args, "json", False):
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_text(report))
+    return 0
+
+
+def cmd_retry(args) -> int:
+    from cfbox_watch.config import load_config
+    from cfbox_watch.incoming import state as in_state
+    from cfbox_watch.outgoing import state as out_state
+
+    config = load_config(args.config)
+    mapping = getattr(args, "mapping", None)
+    names = config.mapping_names()
+    if mapping is not None and mapping not in names:
+        raise UserError(f"retry: no mapping named {mapping!r} in {config.path}; "
+                        f"known: {', '.join(names) or 'none'}")
+    paths = [p.strip("/") for p in (getattr(args, "paths", None) or [])]
+    path = dbmod.db_path(config.state_dir)
+    if not path.exists():
+        print(f"nothing to retry: no state database yet at {path}")
+        return 0
+    conn = dbmod.open_db(path)
+    try:
+        out_n = out_state.requeue_failed(conn, mapping, paths)
+        in_n = in_state.requeue_failed(conn, mapping, paths)
+    finally:
+        conn.close()
+    total = out_n + in_n
+    scope = f" in {mapping}" if mapping else ""
+    print(f"requeued {total} item{'s' if total != 1 else ''}{scope} "
+          f"({out_n} outgoing, {in_n} incoming); the running daemon picks them up"
+          if total else f"nothing failed{scope}" + (" among the given paths" if paths else ""))
+    return 0

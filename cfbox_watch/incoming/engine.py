@@ -85,6 +85,7 @@ class IncomingSide:
         self._archive_lock = threading.Lock()
         self._gid: int | None = None
         self._events: EventLoop | None = None
+        self.once_retry_cap = ONCE_MAX_SLEEP  # tests shorten the in-pass retry wait
 
     # -- Side protocol -------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class IncomingSide:
             self._events = EventLoop(self.remote, self.db_path, f"{self.m.connection}:{self.name}",
                                      tree, self.request_scan, self._stop, self._beat)
             self._spawn(self._events.run, "events")
+        self._ready = True  # the poller's first act is the start-up listing
 
     def ready(self) -> bool:
         return self._ready
@@ -261,6 +263,15 @@ class IncomingSide:
                 if fid == self.m.folder_id:
                     raise self._root_missing() from None
                 continue  # removed while we walked
+            except (RetryableError, SetupError):
+                raise
+            except ItemError as e:
+                if fid == self.m.folder_id:
+                    raise
+                log.warning("%s: cannot list Box folder %s (%s): %s; its files wait for the next "
+                            "listing", self.name, "/".join(rel), fid, e,
+                            extra={"fields": {"MAPPING": self.mapping}})
+                continue
             self._beat(600)
             for it in items:
                 if it.type == "folder":
@@ -308,7 +319,7 @@ class IncomingSide:
                               extra={"fields": {"MAPPING": self.mapping}})
                     self._error = str(e)
                     return False
-                time.sleep(min(ONCE_MAX_SLEEP, backoff_delay(attempt, e.retry_after, base=1.0)))
+                time.sleep(min(self.once_retry_cap, backoff_delay(attempt, e.retry_after, base=1.0)))
         return False
 
     def _poll_loop(self) -> None:
@@ -316,7 +327,6 @@ class IncomingSide:
         try:
             failures = 0
             next_full = 0.0
-            first = True
             while not self._stop.is_set():
                 now = time.monotonic()
                 with self._requests_lock:
@@ -331,9 +341,6 @@ class IncomingSide:
                         for fid in wanted:
                             self.scan(conn, fid)
                     failures = 0
-                    if first:
-                        first = False
-                        self._ready = True
                     wait = max(0.0, next_full - time.monotonic())
                 except RetryableError as e:
                     failures += 1
@@ -343,10 +350,13 @@ class IncomingSide:
                     if failures in (1, 5) or failures % 20 == 0:
                         log.warning("%s: listing Box failed: %s; retrying in %.0f s", self.name, e, wait,
                                     extra={"fields": {"MAPPING": self.mapping}})
-                    if first:
-                        self._ready = True  # the start-up scan is queued; it retries
                 except NotFoundError:
                     raise self._root_missing() from None
+                except BoxError as e:  # ItemError on the root: wrong id type, odd 4xx
+                    failures += 1
+                    wait = backoff_delay(failures, base=30.0, cap=max(60.0, self.m.poll_interval))
+                    log.warning("%s: listing Box failed: %s; retrying in %.0f s", self.name, e, wait,
+                                extra={"fields": {"MAPPING": self.mapping}})
                 self._beat(wait + 600)
                 self._wake_poller.wait(wait)
                 self._wake_poller.clear()
@@ -394,7 +404,7 @@ class IncomingSide:
                     return outcome
                 r = state.get(conn, self.mapping, file_id)
                 if attempt + 1 < ONCE_ATTEMPTS and r is not None:
-                    time.sleep(min(ONCE_MAX_SLEEP, max(0.0, r.next_attempt - time.time())))
+                    time.sleep(min(self.once_retry_cap, max(0.0, r.next_attempt - time.time())))
             return outcome
         finally:
             conn.close()

@@ -530,12 +530,26 @@ def once_exit_code(outcomes: dict[str, str]) -> int:
     return EX_OK
 
 
-def _classify_summary(s: dict) -> str:
-    state = str(s.get("state") or "")
-    if state in ("setup_error", "error") and s.get("error_kind") == "setup":
+def classify_failure(summary: dict, probe: Callable[[], Any] | None) -> str:
+    """Why a run_once returned False: 'setup', 'unreachable' or 'failed'.
+
+    A Side that stopped itself (state failed/error) did so for a setup error unless it
+    says it hit an internal error.  Otherwise one cheap Box call tells "Box unreachable"
+    (exit 75, try again later) from "some items failed" (exit 1).
+    """
+    state = str(summary.get("state") or "")
+    error = str(summary.get("error") or "")
+    if state in ("failed", "error") and error and not error.startswith("internal error"):
         return "setup"
-    if state in ("offline", "unreachable", "retrying"):
-        return "unreachable"
+    if probe is not None:
+        try:
+            probe()
+        except RetryableError:
+            return "unreachable"
+        except SetupError:
+            return "setup"
+        except CfboxError:
+            return "failed"
     return "failed"
 
 
@@ -568,7 +582,12 @@ def cmd_once(args) -> int:
             side = sides[key]
             try:
                 ok = side.run_once()
-                result[key] = "ok" if ok else _classify_summary(_safe(side.summary, {}, "summary") or {})
+                if ok:
+                    result[key] = "ok"
+                else:
+                    remote = daemon._remote_for(specs[key].connection)
+                    result[key] = classify_failure(_safe(side.summary, {}, "summary") or {},
+                                                   getattr(remote, "whoami", None))
             except SetupError as e:
                 log.error("%s: %s", key, e)
                 result[key] = "setup"

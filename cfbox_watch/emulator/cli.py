@@ -1,0 +1,55 @@
+"""`cfbox-watch emulator`: start the emulator, print one JSON ready line, serve until
+SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cfbox_watch.emulator import provision
+from cfbox_watch.emulator.app import Emulator
+from cfbox_watch.emulator.server import EmulatorServer
+from cfbox_watch.emulator.store import Store
+from cfbox_watch.errors import UserError
+
+
+def cmd_emulator(args) -> int:
+    data = Path(args.data)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"emulator: cannot create --data folder {data}: {e.strerror}") from None
+    store = Store(data)
+    provision.provision(store)
+    if args.write_config:
+        provision.write_config(store, args.write_config)
+    app = Emulator(store, token_ttl=args.token_ttl, part_size=args.part_size, chunk_min=args.chunk_min,
+                   longpoll_hold=getattr(args, "longpoll_hold", None))
+    try:
+        server = EmulatorServer((args.host, args.port), app, verbose=bool(getattr(args, "verbose", False)))
+    except OSError as e:
+        raise UserError(f"emulator: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    host, port = server.server_address[:2]
+    base = f"http://{host}:{port}"
+    sa = store.user(store.meta("service_account_id"))
+    print(json.dumps({"event": "ready", "base_url": base, "upload_url": f"{base}/api",
+                      "config": str(Path(args.write_config).resolve()) if args.write_config else None,
+                      "folders": provision.folders(store),
+                      "service_account": {"id": sa["id"], "login": sa["login"], "name": sa["name"]}}),
+          flush=True)
+
+    def stop(*_):
+        app.stopping = True
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        store.close()
+    return 0

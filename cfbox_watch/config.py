@@ -140,11 +140,22 @@ class _Ctx:
     warnings: list[str]
     nodes: dict[str, yaml.Node] = field(default_factory=dict)   # key path -> value node
 
+    lines: dict[str, int] = field(default_factory=dict)          # message -> line, for sorting
+
     def problem(self, node: yaml.Node | None, path: str, message: str) -> None:
-        self.problems.append(_fmt(self.file, node, path, message))
+        self.problems.append(self._line(node, path, message))
 
     def warn(self, node: yaml.Node | None, path: str, message: str) -> None:
-        self.warnings.append(_fmt(self.file, node, path, message))
+        self.warnings.append(self._line(node, path, message))
+
+    def _line(self, node: yaml.Node | None, path: str, message: str) -> str:
+        text = _fmt(self.file, node, path, message)
+        self.lines[text] = node.start_mark.line + 1 if node is not None else 0
+        return text
+
+    def in_file_order(self, texts: list[str]) -> list[str]:
+        """Messages sorted by line, so an admin can walk the file top to bottom."""
+        return sorted(texts, key=lambda t: self.lines.get(t, 0))
 
 
 def _fmt(file: Path, node: yaml.Node | None, path: str, message: str) -> str:
@@ -319,6 +330,9 @@ def p_folder_id(allow_root: bool = False) -> Parser:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise _Invalid(f'expected a Box folder id such as "1234", found a {_kind(node)}')
         text = str(value).strip()
+        from_url = re.search(r"/folder/([0-9]+)", text)
+        if from_url and not _BOX_ID_RE.match(text):
+            raise _Invalid(f'this is a web address; use just the folder id: "{from_url.group(1)}"')
         if not _BOX_ID_RE.match(text):
             raise _Invalid(
                 f"{text!r} is not a Box folder id; use the digits at the end of the folder's "
@@ -740,7 +754,7 @@ def load_config(path: str | os.PathLike) -> Config:
                                                   f"delivery:), found a {_kind(root)}"))
     config = _build(root, ctx)
     if ctx.problems:
-        raise ConfigError(ctx.problems)
+        raise ConfigError(ctx.in_file_order(ctx.problems))
     assert config is not None
     return config
 
@@ -761,6 +775,7 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
     outgoing: list[OutgoingMapping] = []
     incoming: list[IncomingMapping] = []
     names: dict[str, str] = {}
+    folders: list[tuple[str, str, Path]] = []
     for section in ("post_production", "delivery"):
         pair = entries.get(section)
         if pair is None or _is_null(pair[1]):
@@ -794,6 +809,13 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
                                 "every post_production and delivery entry needs its own name")
                 else:
                     names[name] = path
+            # collected from every entry, complete or not, so that an overlap is
+            # reported together with the entry's other problems
+            for key, role in (("outgoing", "outgoing"), ("source", "outgoing"),
+                              ("incoming", "incoming"), ("sent", "sent")):
+                local = v.values.get(key)
+                if local is not None and (role != "sent" or v.values.get("after_upload") == "move"):
+                    folders.append((role, f"{path}.{key}", local))
             conn_name = _resolve_connection(v, path, connections, ctx)
             if section == "post_production":
                 _post_production(v, path, str(name), conn_name, ctx, outgoing, incoming)
@@ -802,7 +824,7 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
 
     if not outgoing and not incoming and not ctx.problems:
         ctx.warn(None, "", "no post_production or delivery entries; there is nothing to do")
-    _check_overlaps(outgoing, incoming, g["state_dir"], ctx)
+    _check_overlaps(folders, g["state_dir"], ctx)
     _check_folder_reuse(outgoing, incoming, ctx)
     _check_local_folders(outgoing, incoming, ctx)
     if ctx.problems:
@@ -818,7 +840,7 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
         workers=g["workers"],
         log_level=g["log_level"],
         shutdown_grace=g["shutdown_grace"],
-        warnings=tuple(ctx.warnings),
+        warnings=tuple(ctx.in_file_order(ctx.warnings)),
     )
 
 
@@ -1052,16 +1074,7 @@ def overlap_problems(folders: list[tuple[str, str, Path]], state_dir: Path | Non
     return out
 
 
-def _check_overlaps(outgoing: list[OutgoingMapping], incoming: list[IncomingMapping],
-                    state_dir: Path, ctx: _Ctx) -> None:
-    folders: list[tuple[str, str, Path]] = []
-    for m in outgoing:
-        local_key = "outgoing" if m.kind == "post_production" else "source"
-        folders.append(("outgoing", f"{m.key_path}.{local_key}", m.local))
-        if m.sent_dir is not None and m.after_upload == "move":
-            folders.append(("sent", f"{m.key_path}.sent", m.sent_dir))
-    for m in incoming:
-        folders.append(("incoming", f"{m.key_path}.incoming", m.local))
+def _check_overlaps(folders: list[tuple[str, str, Path]], state_dir: Path, ctx: _Ctx) -> None:
     for key, message in overlap_problems(folders, state_dir):
         ctx.problem(ctx.nodes.get(key), key, message)
 

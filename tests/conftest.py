@@ -122,3 +122,15 @@ def emulator_factory(tmp_path):
     finally:
         for emu in started:
             emu.stop()
+
+
+@pytest.fixture
+def box_client():
+    """`box_client(emu)` -> a real box_sdk_gen BoxClient (JWT, enterprise subject) for that emulator."""
+    from box_sdk_gen import BaseUrls, BoxClient, BoxJWTAuth, JWTConfig
+
+    def make(emu: EmulatorProcess):
+        auth = BoxJWTAuth(config=JWTConfig.from_config_file(config_file_path=str(emu.config_path)))
+        return BoxClient(auth=auth).with_custom_base_urls(BaseUrls(base_url=emu.base_url, upload_url=emu.upload_url))
+
+    return make

@@ -512,7 +512,8 @@ class BoxRemote:
         self._roots: dict[str, str] = {}
         self._roots_lock = threading.Lock()
         self._me: dict | None = None
-        self._token_lock = threading.Lock()
+        self.page_size = LIST_PAGE            # tests use small pages to exercise paging
+        self.long_poll_margin = LONG_POLL_MARGIN
 
     # -- construction ------------------------------------------------------
 
@@ -684,7 +685,7 @@ class BoxRemote:
         while True:
             page = self._call(
                 f"listing folder {folder_id}", self._client.folders.get_folder_items, str(folder_id),
-                fields=LIST_FIELDS, usemarker=True, marker=marker, limit=LIST_PAGE, folders=[folder_id])
+                fields=LIST_FIELDS, usemarker=True, marker=marker, limit=self.page_size, folders=[folder_id])
             raw = _raw(page)
             for entry in raw.get("entries") or []:
                 if entry.get("type") in ("file", "folder"):
@@ -786,8 +787,14 @@ class BoxRemote:
         digest = hashlib.sha1(data).hexdigest()
         end = offset + len(data) - 1
         what = f"part {offset}-{end} of upload session {session_id}"
-        res = self._call(what, self._client.chunked_uploads.upload_file_part, str(session_id),
-                         io.BytesIO(data), f"sha={sha1_b64(digest)}", f"bytes {offset}-{end}/{total_size}")
+        try:
+            res = self._call(what, self._client.chunked_uploads.upload_file_part, str(session_id),
+                             io.BytesIO(data), f"sha={sha1_b64(digest)}", f"bytes {offset}-{end}/{total_size}")
+        except PreconditionFailedError as e:
+            # the Digest we computed from these very bytes did not match what Box got
+            raise RetryableError(f"{what}: Box received different bytes than were sent (corrupted "
+                                 "in transit); will retry", status=412, code=e.code,
+                                 request_id=e.request_id) from None
         raw = _raw(res)
         part = self._part(raw.get("part") or {})
         if part.sha1 is not None and part.sha1.lower() != digest:
@@ -927,7 +934,7 @@ class BoxRemote:
         try:
             resp = self._transport.requests_session.get(
                 url, params={"stream_position": str(stream_position)},
-                timeout=(self._connect_timeout, float(timeout) + LONG_POLL_MARGIN))
+                timeout=(self._connect_timeout, float(timeout) + self.long_poll_margin))
         except requests.Timeout:
             return "timeout"
         except requests.RequestException as e:

@@ -154,7 +154,7 @@ def describe_error(err: BaseException, **kw: str) -> str:
         if isinstance(err, RetryableError):
             return (f"Box could not be reached or is busy ({err}); check the network, proxy "
                     "and base_url, then run check again.")
-        return f"Box answered: {err}"
+        return str(err)     # the adapter's own message, already in the admin's words
     return f"{err}"
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -143,10 +144,14 @@ class _Ctx:
     lines: dict[str, int] = field(default_factory=dict)          # message -> line, for sorting
 
     def problem(self, node: yaml.Node | None, path: str, message: str) -> None:
-        self.problems.append(self._line(node, path, message))
+        text = self._line(node, path, message)
+        if text not in self.problems:
+            self.problems.append(text)
 
     def warn(self, node: yaml.Node | None, path: str, message: str) -> None:
-        self.warnings.append(self._line(node, path, message))
+        text = self._line(node, path, message)
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     def _line(self, node: yaml.Node | None, path: str, message: str) -> str:
         text = _fmt(self.file, node, path, message)
@@ -169,14 +174,31 @@ def _join(path: str, key: str) -> str:
 
 # --------------------------------------------------------------------------- YAML nodes
 
-_loader_for_scalars = yaml.SafeLoader("")
+_local = threading.local()
+
+
+def _constructor() -> yaml.SafeLoader:
+    """A per-thread SafeLoader used only for its constructor methods (a daemon reload
+    may validate in another thread than the first load)."""
+    loader = getattr(_local, "loader", None)
+    if loader is None:
+        loader = _local.loader = yaml.SafeLoader("")
+    return loader
+
+
+def _construct(node: yaml.Node) -> Any:
+    loader = _constructor()
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.constructed_objects.clear()   # its cache would pin every node forever
 
 
 def _scalar(node: yaml.Node) -> Any:
     """The Python value of a scalar node (YAML 1.1 rules, as yaml.safe_load)."""
     if not isinstance(node, yaml.ScalarNode):
         raise _Invalid(f"expected a single value, found a {_kind(node)}")
-    return _loader_for_scalars.construct_object(node, deep=True)
+    return _construct(node)
 
 
 def _kind(node: yaml.Node) -> str:
@@ -184,7 +206,7 @@ def _kind(node: yaml.Node) -> str:
         return "mapping (key: value lines)"
     if isinstance(node, yaml.SequenceNode):
         return "list"
-    value = _loader_for_scalars.construct_object(node, deep=True)
+    value = _construct(node)
     if value is None:
         return "empty value"
     if isinstance(value, bool):
@@ -214,7 +236,7 @@ def _mapping(node: yaml.Node, path: str, ctx: _Ctx) -> dict[str, tuple[yaml.Node
         elif key is not None:
             seen[key] = key_node
     try:
-        _loader_for_scalars.flatten_mapping(node)
+        _constructor().flatten_mapping(node)
     except yaml.MarkedYAMLError as e:
         ctx.problem(node, path, f"bad merge key (<<): {e.problem}")
         return None

@@ -441,7 +441,17 @@ def test_several_connections_need_explicit_connection(tmp_path):
 
 def test_duplicate_yaml_key(tmp_path):
     body = BASE.replace("state_dir: state", "state_dir: state\nstate_dir: other")
-    one_problem(problems_of(write_yaml(tmp_path, body)), ":2: state_dir", "given twice", "line 1")
+    problems = problems_of(write_yaml(tmp_path, body))
+    one_problem(problems, ":2: state_dir", "given twice", "line 1")
+    assert len(problems) == 1, problems
+
+
+def test_problems_come_in_file_order(tmp_path):
+    body = BASE.replace('folder_id: "9012"', 'folder_id: "x"').replace("state_dir: state",
+                                                                       "state_dir: state\nworkers: 0")
+    problems = problems_of(write_yaml(tmp_path, body))
+    lines = [int(p.split(":")[1]) for p in problems]
+    assert lines == sorted(lines) and len(lines) == 2
 
 
 def test_upload_folder_equal_to_download_folder(tmp_path):
@@ -498,6 +508,23 @@ def test_sent_inside_outgoing_and_state_dir_inside_outgoing(tmp_path):
     problems = problems_of(write_yaml(tmp_path, body))
     one_problem(problems, "delivery[0].sent", "uploaded again")
     one_problem(problems, "state_dir", "state database")
+
+
+_seg = st.sampled_from(["a", "b", "ab"])
+
+
+@given(st.lists(st.tuples(st.sampled_from(["outgoing", "incoming"]),
+                          st.lists(_seg, min_size=1, max_size=3)), min_size=2, max_size=5))
+def test_overlap_reported_exactly_for_nested_pairs(entries):
+    """outgoing/incoming folders: a problem for each nested or equal pair, none otherwise."""
+    folders = [(role, f"k{i}", Path("/s", *parts)) for i, (role, parts) in enumerate(entries)]
+    got = {k for k, _ in cfg.overlap_problems(folders)}
+    expected = set()
+    for i, (_, _, a) in enumerate(folders):
+        for _, kb, b in folders[i + 1:]:
+            if a == b or a in b.parents or b in a.parents:
+                expected.add(kb)
+    assert got == expected
 
 
 def test_overlap_problems_pure():
@@ -725,3 +752,18 @@ def test_documented_example_mentions_every_key():
     doc = (REPO / "docs" / "configuration.md").read_text()
     missing = sorted(k for k in keys if f"`{k}`" not in doc)
     assert not missing, f"docs/configuration.md does not document: {missing}"
+
+
+def test_cli_credential_directory(tmp_path):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    make_jwt_json(creds / "acme-config.json", mode=0o400)
+    body = BASE.replace("jwt_config: acme-config.json", "jwt_config: credential:acme-config.json")
+    p = write_yaml(tmp_path, body, jwt=False)
+    ok = run_check_offline(p, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert ok.returncode == 0, ok.stderr
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    bad = subprocess.run([sys.executable, "-m", "cfbox_watch", "-c", str(p), "check", "--offline"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == EX_CONFIG and "CREDENTIALS_DIRECTORY" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -188,11 +188,6 @@ def commit_session(app, req: Request) -> Response:
     if s["file_id"]:
         file_row = visible(app, req.user, s["file_id"], "file")
         check_if_match(req, file_row)
-    commits = s["commit_calls"] + 1
-    app.store.x("UPDATE sessions SET commit_calls=? WHERE id=?", (commits, s["id"]))
-    if commits <= int(app.settings["commit_202"]):
-        return Response.empty(202, {"Retry-After": "1"})
-
     def chunks():
         for p in stored:
             with open(app.store.parts_dir / s["id"] / str(p["offset"]), "rb") as f:
@@ -203,6 +198,11 @@ def commit_session(app, req: Request) -> Response:
     if sha1 != want:
         path.unlink(missing_ok=True)
         raise ApiError(412, "precondition_failed", "The whole-file 'Digest' does not match the uploaded parts")
+    if s["commit_calls"] < int(app.settings["commit_202"]):
+        # Box may still be assembling the parts: the client must retry after Retry-After
+        app.store.x("UPDATE sessions SET commit_calls=commit_calls+1 WHERE id=?", (s["id"],))
+        path.unlink(missing_ok=True)
+        return Response.empty(202, {"Retry-After": "1"})
     try:
         if file_row is None:
             name = attrs.get("name") or s["file_name"]

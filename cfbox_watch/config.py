@@ -174,6 +174,7 @@ def _join(path: str, key: str) -> str:
 
 # --------------------------------------------------------------------------- YAML nodes
 
+_FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when present; same marks
 _local = threading.local()
 
 
@@ -693,7 +694,10 @@ def _private_key_problem(key: str, passphrase: str) -> str | None:
     except UnicodeEncodeError:
         return "the passphrase contains non-ASCII characters, which the Box SDK cannot use"
     try:
-        loaded = serialization.load_pem_private_key(key_bytes, password=pass_bytes)
+        # skipping the RSA consistency check keeps `status` fast (it loads the config too);
+        # decrypting is what tells a wrong passphrase, and the SDK checks the key on use
+        fast = {"unsafe_skip_rsa_key_validation": True} if _can_skip_validation() else {}
+        loaded = serialization.load_pem_private_key(key_bytes, password=pass_bytes, **fast)
     except TypeError:
         return ("the key is not encrypted but the Box SDK always decrypts it with the "
                 "passphrase; use the encrypted key and passphrase the Dev Console generated")
@@ -710,6 +714,19 @@ def _private_key_problem(key: str, passphrase: str) -> str | None:
     if not isinstance(loaded, rsa.RSAPrivateKey):
         return "Box JWT apps need an RSA key (RS256); generate the key pair in the Dev Console"
     return None
+
+
+def _can_skip_validation() -> bool:
+    """cryptography >= 39 can skip the slow RSA consistency check."""
+    import inspect
+
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        params = inspect.signature(serialization.load_pem_private_key).parameters
+    except (TypeError, ValueError):
+        return False
+    return "unsafe_skip_rsa_key_validation" in params
 
 
 def read_jwt_config(connection: Connection) -> dict:
@@ -750,7 +767,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"{display}:{line}: not UTF-8 text; save the file as UTF-8") from None
 
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _FastLoader(text)
         try:
             root = loader.get_single_node()
         finally:

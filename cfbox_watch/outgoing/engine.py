@@ -34,6 +34,10 @@ HUNG_AFTER = 600.0          # seconds without progress before heartbeat() says h
 ONCE_MAX_ATTEMPTS = 8       # `once` gives a retryable item this many tries
 ONCE_MAX_WAIT = 60.0        # ... and waits at most this long for one Retry-After
 RENAME_TRIES = 50
+# Above this size a new file is preflighted first, so that a same-named file on Box
+# (often the very same bytes, sent by another daemon) costs one small call instead
+# of sending the whole body only to be told 409.  Below it the 409 is cheaper.
+PREFLIGHT_MIN = 1 << 20
 
 
 class _Outcome(Exception):
@@ -67,6 +71,12 @@ class OutgoingSide:
         self._bad_names_seen = False
         self._conn: sqlite3.Connection | None = None
         self._rand = random.Random()
+        if hasattr(remote, "register_root"):
+            # a 404 on the mapping's own folder means "not shared": stop, don't retry
+            remote.register_root(mapping.folder_id, mapping.key_path)
+        # relpath -> time of the last write event not yet followed by IN_CLOSE_WRITE
+        self._open_writes: dict[str, float] = {}
+        self._mode = "none"
 
     # --- Side protocol ---------------------------------------------------------------
     def start(self) -> None:
@@ -268,6 +278,7 @@ class OutgoingSide:
     def _start_watch(self) -> None:
         fstype = watcher.fs_type_for(str(self.root.resolve()), watcher.read_mounts())
         mode = watcher.choose_mode(self.m.watch, fstype)
+        self._mode = mode
         if self.m.watch == "auto" and mode == "poll":
             log.info("%s: %s is on %s; watching by polling (inotify misses changes made by "
                      "other machines)", self.name, self.root, fstype,
@@ -318,6 +329,13 @@ class OutgoingSide:
             except queue.Empty:
                 break
         now = time.time()
+        for h in hints:
+            if self._mode != "inotify":
+                break  # polling never reports a close
+            if h.write == "write":
+                self._open_writes[h.relpath] = now
+            elif h.write == "closed":
+                self._open_writes.pop(h.relpath, None)
         for h in sorted(hints, key=lambda h: h.relpath):
             if not self._inside_root(h.relpath):
                 continue  # reached through a symlink: never followed out of the root
@@ -380,12 +398,28 @@ class OutgoingSide:
             log.info("%s: ignored %s: %s", self.name, path, reason,
                      extra=fields(MAPPING=self.mapping, ACTION="ignored", PATH=path))
 
+    def _still_open(self, relpath: str, now: float) -> bool:
+        """inotify saw writes but no close yet: a writer may only be pausing.
+
+        Bounded, because a close can be lost (queue overflow, or a writer on another
+        host of a share that happens to deliver write events).
+        """
+        t = self._open_writes.get(relpath)
+        if t is None:
+            return False
+        if now - t > max(60.0, 10 * self.m.settle_time):
+            self._open_writes.pop(relpath, None)
+            return False
+        return True
+
     def _promote_due(self, conn) -> bool:
         """Settling rows whose file stood still for settle_time become pending (or held)."""
         now = time.time()
         promoted = False
         for r in state.settling(conn, self.mapping):
             if r["stable_since"] + self.m.settle_time > now:
+                continue
+            if self._still_open(r["relpath"], now):
                 continue
             st = stat_file(self.root, r["relpath"])
             p = planner.promote(state.planner_row(r), st, now, self.m.settle_time)
@@ -523,6 +557,8 @@ class OutgoingSide:
         if kind == "rename":
             return self._send_renamed(conn, up, path, st, parent_id, name, sha1, new, t0, row)
         try:
+            if not chunked and st.size >= PREFLIGHT_MIN:
+                self.remote.preflight(parent_id, name, st.size)
             return new(name)
         except NameConflictError as e:
             if e.conflict_type == "folder":

@@ -82,6 +82,9 @@ def read_mounts(path: str = "/proc/mounts") -> list[tuple[str, str]]:
 class Hint:
     relpath: str
     is_dir: bool
+    # "write" (modified/created: a writer may still hold it open), "closed" (inotify
+    # IN_CLOSE_WRITE: the writer let go), or "" for anything else
+    write: str = ""
 
 
 class HintHandler(FileSystemEventHandler):
@@ -104,15 +107,23 @@ class HintHandler(FileSystemEventHandler):
             return None
         return p[len(self.root) + 1:].replace(os.sep, "/")
 
-    def _put(self, p, is_dir: bool) -> None:
+    def _put(self, p, is_dir: bool, write: str = "") -> None:
         rel = self._rel(p)
         if rel is not None:
-            self.hints.put(Hint(rel, is_dir))
+            self.hints.put(Hint(rel, is_dir, write))
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Our own reads (hashing, uploading) open and close files too; those events
+        # carry no news and would only feed back into the queue.
         if event.event_type in ("opened", "closed_no_write"):
             return
-        self._put(event.src_path, event.is_directory)
+        write = ""
+        if not event.is_directory:
+            if event.event_type in ("modified", "created"):
+                write = "write"
+            elif event.event_type == "closed":
+                write = "closed"
+        self._put(event.src_path, event.is_directory, write)
         dest = getattr(event, "dest_path", "")
         if dest:
             self._put(dest, event.is_directory)

@@ -404,7 +404,9 @@ class _Transport(BoxNetworkClient):
         self.local.last_response = net
         if net is not None and net.status_code == 429:
             wait = parse_retry_after(net.headers.get("Retry-After"))
-            self.limiter.pause(wait if wait is not None else 1.0)
+            wait = wait if wait is not None else 1.0
+            log.warning("Box is rate limiting this connection (429); pausing its calls for %.1f s", wait)
+            self.limiter.pause(wait)
         return response
 
     def fetch(self, options):
@@ -512,6 +514,7 @@ class BoxRemote:
         self._roots: dict[str, str] = {}
         self._roots_lock = threading.Lock()
         self._me: dict | None = None
+        self._sign_in_lock = threading.Lock()
         self.page_size = LIST_PAGE            # tests use small pages to exercise paging
         self.long_poll_margin = LONG_POLL_MARGIN
 
@@ -654,12 +657,22 @@ class BoxRemote:
         if upload:
             self.limiter.acquire_upload()
         try:
+            self._sign_in_once()
             return fn(*args, **kw)
         except BoxError as e:  # raised by our own plumbing (bad key)
             e.args = (self._scrub(str(e)),)
             raise
         except (_Accepted, BoxSDKError, requests.RequestException) as e:
             raise self._translate(e, what, folders) from None
+
+    def _sign_in_once(self) -> None:
+        """Get the first token under a lock, so that workers starting together sign in
+        once instead of once each."""
+        if self._auth.token_storage.get() is not None:
+            return
+        with self._sign_in_lock:
+            if self._auth.token_storage.get() is None:
+                self._auth.refresh_token(network_session=self._client.network_session)
 
     # -- users / items -------------------------------------------------------
 

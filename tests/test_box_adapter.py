@@ -544,6 +544,22 @@ def test_concurrent_401s_share_one_refresh(emulator):
     assert emulator.control.counters()["POST /oauth2/token"] <= 2
 
 
+def test_workers_starting_together_sign_in_once(emulator):
+    remote = remote_for(emulator)
+    barrier = threading.Barrier(6)
+
+    def work():
+        barrier.wait()
+        remote.get_folder(emulator.folders["upload"])
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert emulator.control.counters()["POST /oauth2/token"] == 1
+
+
 def _config_copy(emulator, tmp_path, **changes) -> Path:
     cfg = json.loads(emulator.config_path.read_text())
     for dotted, value in changes.items():
@@ -657,6 +673,22 @@ def test_rate_limiter_is_applied_to_every_call(emulator):
         remote.get_folder(emulator.folders["upload"])
     assert len(slept) == 3 and sum(slept) == pytest.approx(3.0)
     assert limiter.total_waited() == pytest.approx(3.0)
+
+
+def test_upload_budget_is_separate_from_calls(emulator):
+    clock_now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        clock_now[0] += s
+
+    limiter = RateLimiter(6000, 6, clock=lambda: clock_now[0], sleep=sleep)  # 1 upload per 10 s
+    remote = BoxRemote.from_connection(connection(emulator), limiter=limiter)
+    for i in range(3):
+        remote.get_folder(emulator.folders["upload"])
+        upload(remote, emulator.folders["upload"], f"u{i}.jpg", b"u")
+    assert sum(slept) == pytest.approx(20.0)          # the 2nd and 3rd upload waited
 
 
 def test_one_remote_shared_by_many_threads(emulator):

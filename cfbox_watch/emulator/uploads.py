@@ -123,4 +123,4 @@ def upload_version(app, req: Request) -> Response:
                                     content_modified_at=attrs.get("content_modified_at"))
     app.fresh_version(row["version_id"])
     emit(app, "ITEM_UPLOAD", row, req.user)
-    return Response.json(201, {"total_count": 1, "entries": [item_full(app.store, req.user, row)]})
+    return Response.json(200, {"total_count": 1, "entries": [item_full(app.store, req.user, row)]})

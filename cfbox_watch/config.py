@@ -885,8 +885,8 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
 
 def _connections(pair: tuple[yaml.Node, yaml.Node] | None, ctx: _Ctx) -> dict[str, Connection]:
     if pair is None:
-        ctx.problem(None, "connections", "is required: one entry per Box app, e.g.\n"
-                    "  connections:\n    acme:\n      jwt_config: /etc/cfbox/acme-config.json")
+        ctx.problem(None, "connections", "is required: one entry per Box app, e.g. "
+                    "`connections: {acme: {jwt_config: /etc/cfbox/acme-config.json}}`")
         return {}
     key_node, node = pair
     entries = _mapping(node, "connections", ctx)

@@ -102,7 +102,10 @@ delivery:
 def problems_of(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as info:
         cfg.load_config(path)
-    return info.value.problems
+    problems = info.value.problems
+    assert problems and all("\n" not in p for p in problems), problems   # one line each
+    assert all(p.startswith(str(path)) for p in problems), problems      # each names the file
+    return problems
 
 
 def run_check_offline(path: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -244,5 +244,5 @@ def test_checker_catches_wrong_shapes():
     spec.check({"$ref": "#/components/schemas/UploadSession"}, {"id": "1", "type": "file", "part_size": 1}, "s", errors)
     assert any("type" in e for e in errors)
     errors = []
-    spec.check({"$ref": "#/components/schemas/File--Full"}, {"type": "file", "id": "1"}, "f", errors)
+    spec.check({"$ref": "#/components/schemas/TrashFileRestored"}, {"type": "file", "id": "1"}, "f", errors)
     assert any("missing required" in e for e in errors)

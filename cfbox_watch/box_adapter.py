@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import io
 import json
 import logging
 import os
@@ -624,9 +625,8 @@ class BoxRemote:
             )
         elif isinstance(exc, BoxSDKError):
             inner = exc.error
-            if isinstance(inner, requests.RequestException) or inner is not None:
-                detail = inner.__class__.__name__
-                f = Failure(status=0, message=detail, what=what, token_request=False)
+            if inner is not None:  # the request never got an HTTP answer
+                f = Failure(status=0, message=inner.__class__.__name__, what=what)
             else:
                 return ItemError(self._scrub(f"{what}: unexpected answer from Box ({exc.message})"))
         elif isinstance(exc, requests.RequestException):
@@ -795,7 +795,6 @@ class BoxRemote:
                             size=int(raw.get("size") or 0), sha1=raw.get("sha1"))
 
     def upload_part(self, session_id, data: bytes, offset: int, total_size: int) -> UploadedPart:
-        import io
         data = bytes(data)
         digest = hashlib.sha1(data).hexdigest()
         end = offset + len(data) - 1

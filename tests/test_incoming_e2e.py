@@ -352,3 +352,84 @@ def test_nfd_names_one_local_file_no_loop(emulator, tmp_path):
         ctl.reset_counters()
         assert side.run_once() is True
         assert downloads(emulator) == 0
+
+
+def test_disk_full_clean_error_then_later_success(emulator, tmp_path):
+    ctl, dl = emulator.control, emulator.folders["download"]
+    root = tmp_path / "incoming"
+    root.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"mounting a 1 MB tmpfs is not permitted here: {r.stderr.strip()}")
+    try:
+        filler = root / "studio-stuff.bin"
+        filler.write_bytes(b"\0" * 600_000)
+        data = os.urandom(700_000)
+        ctl.vendor_upload(dl, "big.tif", data)
+        side = make_side(emulator, tmp_path)
+        assert side.run_once() is False
+        s = summary(tmp_path)
+        assert s["failed"] == 1
+        err = s["failures"][0]["error"]
+        assert f"cannot write into {root}" in err and "No space left on device" in err
+        assert "free space" in err and "Traceback" not in err
+        assert sorted(os.listdir(root)) == ["studio-stuff.bin"]  # temporary removed
+        filler.unlink()  # the admin frees space
+        assert side.run_once() is True
+        assert local_files(root) == {"big.tif": data}
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
+
+
+def test_events_path_brings_files_within_seconds(emulator, tmp_path):
+    """poll_interval is 10 minutes: only the event long-poll can explain a quick arrival,
+    including a file in a folder created after the start-up listing."""
+    ctl, dl = emulator.control, emulator.folders["download"]
+    ctl.settings(longpoll_hold=5)
+    side = make_side(emulator, tmp_path, long_poll=True, poll_interval=600.0)
+    side.start()
+    try:
+        assert wait_for(side.ready)
+        assert wait_for(lambda: side._events is not None and side._events.batches >= 1, 10)
+        root = tmp_path / "incoming"
+        t0 = time.monotonic()
+        sub = ctl.vendor_mkdir(dl, "new-shoot")["id"]
+        ctl.vendor_upload(sub, "n1.jpg", b"n1")
+        ctl.vendor_upload(dl, "n2.jpg", b"n2")
+        want = {"new-shoot/n1.jpg": b"n1", "n2.jpg": b"n2"}
+        assert wait_for(lambda: local_files(root) == want, 15), local_files(root)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 10, elapsed
+        assert local_files(root) == {"new-shoot/n1.jpg": b"n1", "n2.jpg": b"n2"}
+        assert side.heartbeat() is True
+        assert side.summary()["state"] == "running"
+    finally:
+        side.request_stop()
+        assert side.join(10)
+    # the stream position survived in the state DB; a restart continues from there
+    conn = open_db(db_path(tmp_path / "state"))
+    try:
+        assert state.stream_position(conn, "emu:acme:in") not in (None, "")
+    finally:
+        conn.close()
+
+
+def test_listing_path_and_a_lost_event(emulator, tmp_path):
+    """Events fail completely (as if lost); the listing every poll_interval still
+    brings the file."""
+    ctl, dl = emulator.control, emulator.folders["download"]
+    ctl.faults(error_500=1.0, path_regex=r"^/2\.0/events")
+    side = make_side(emulator, tmp_path, long_poll=True, poll_interval=1.0)
+    side.start()
+    try:
+        assert wait_for(side.ready)
+        time.sleep(0.5)
+        ctl.vendor_upload(dl, "late.jpg", b"late")
+        root = tmp_path / "incoming"
+        assert wait_for(lambda: (root / "late.jpg").exists(), 10)
+        assert (root / "late.jpg").read_bytes() == b"late"
+        assert emulator.control.counters().get("GET /2.0/events", 0) >= 1  # events were tried
+    finally:
+        side.request_stop()
+        assert side.join(10)

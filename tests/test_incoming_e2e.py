@@ -433,3 +433,13 @@ def test_listing_path_and_a_lost_event(emulator, tmp_path):
     finally:
         side.request_stop()
         assert side.join(10)
+
+
+def test_unshared_download_folder_stops_this_side_with_advice(emulator, tmp_path, caplog):
+    side = make_side(emulator, tmp_path, folder_id="987654321")
+    assert side.run_once() is False
+    s = side.summary()
+    assert s["state"] == "error"
+    assert "987654321" in s["error"] and "download_folder_id" in s["error"]
+    assert "service account" in s["error"]
+    assert "Traceback" not in caplog.text

@@ -86,6 +86,12 @@ class IncomingSide:
         self._gid: int | None = None
         self._events: EventLoop | None = None
         self.once_retry_cap = ONCE_MAX_SLEEP  # tests shorten the in-pass retry wait
+        register = getattr(remote, "register_root", None)
+        if register is not None:  # a 404 on these means "not shared", not "item vanished"
+            register(mapping.folder_id, f"{mapping.key_path}.download_folder_id ({mapping.folder_id})")
+            if mapping.archive_folder_id:
+                register(mapping.archive_folder_id,
+                         f"{mapping.key_path}.archive_folder_id ({mapping.archive_folder_id})")
 
     # -- Side protocol -------------------------------------------------------------
 

@@ -378,8 +378,15 @@ def test_version_session(emulator):
     data = os.urandom(3000)
     s = remote.create_version_session(v1.id, len(data))
     parts = [remote.upload_part(s.id, data[o:o + 1024], o, len(data)) for o in range(0, len(data), 1024)]
-    item = remote.commit_session(s.id, parts, sha1=sha1(data))
+    item = remote.commit_session(s.id, parts, sha1=sha1(data), if_match=v1.etag)
     assert item.id == v1.id and item.sha1 == sha1(data)
+    # a commit against an etag that is no longer current is refused
+    s2 = remote.create_version_session(v1.id, len(data), name="v-renamed.psd")
+    parts = [remote.upload_part(s2.id, data[o:o + 1024], o, len(data)) for o in range(0, len(data), 1024)]
+    with pytest.raises(PreconditionFailedError):
+        remote.commit_session(s2.id, parts, sha1=sha1(data), if_match=v1.etag, name="v-renamed.psd")
+    item = remote.commit_session(s2.id, parts, sha1=sha1(data), if_match=item.etag, name="v-renamed.psd")
+    assert item.name == "v-renamed.psd"
 
 
 def test_expired_session_is_session_expired(emulator):

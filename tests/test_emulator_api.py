@@ -238,18 +238,18 @@ def test_name_temporarily_reserved_during_concurrent_upload(emulator, box_client
                                     headers={"Authorization": f"Bearer {tok}",
                                              "Content-Type": f"multipart/form-data; boundary={b}"}, timeout=20)
 
+    emulator.control.reset_counters()
     t = threading.Thread(target=first)
     t.start()
-    deadline = time.time() + 5
-    err = None
-    while time.time() < deadline:
-        try:
-            upload(client, fid, "SAME.jpg", b"other")
-        except BoxAPIError as e:
-            err = e
-            if e.response_info.code == "name_temporarily_reserved":
-                break
+    deadline = time.time() + 10
+    while emulator.control.counters().get("POST /api/2.0/files/content", 0) < 1 and time.time() < deadline:
         time.sleep(0.05)
+    time.sleep(0.5)  # the first upload is now streaming its file part, its name reserved
+    err = None
+    try:
+        upload(client, fid, "SAME.jpg", b"other")
+    except BoxAPIError as e:
+        err = e
     release.set()
     t.join(10)
     assert err is not None and err.response_info.status_code == 409

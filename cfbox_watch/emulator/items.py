@@ -217,7 +217,12 @@ def download(app, req: Request) -> Response:
     if app.take_download_202(vid):
         return Response.empty(202, {"Retry-After": "1"})
     token = secrets.token_urlsafe(24)
-    app.download_links[token] = (vid, time.time() + 900)
+    now = time.time()
+    if len(app.download_links) > 10_000:
+        for t, (_, exp) in list(app.download_links.items()):
+            if exp < now:
+                app.download_links.pop(t, None)
+    app.download_links[token] = (vid, now + 900)
     return Response.empty(302, {"Location": f"{req.base_url}/_dl/{token}"})
 
 

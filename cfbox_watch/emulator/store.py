@@ -189,8 +189,13 @@ class Store:
 
     def conflict(self, parent_id: str, name: str, viewer: str, exclude: str | None = None) -> dict | None:
         key = name_key(name)
-        for r in self.children(parent_id, viewer):
-            if r["name_key"] == key and r["id"] != exclude:
+        if parent_id == "0":
+            rows = [r for r in self.children(parent_id, viewer) if r["name_key"] == key]
+        else:  # indexed: keeps big folders linear to fill, not quadratic
+            rows = self.q("SELECT * FROM items WHERE parent_id=? AND name_key=? AND trashed_at IS NULL",
+                          (parent_id, key))
+        for r in rows:
+            if r["id"] != exclude:
                 return r
         return None
 

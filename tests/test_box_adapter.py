@@ -723,3 +723,23 @@ def test_one_remote_shared_by_many_threads(emulator):
     assert len({i.id for i in items}) == 24
     assert len(list(remote.list_folder(up))) == 24
     assert remote.calls() == emulator.control.counters()["total"]
+
+
+def test_connection_reset_mid_download_is_retryable(emulator):
+    remote = remote_for(emulator)
+    f = emulator.control.vendor_upload(emulator.folders["download"], "cut.jpg", os.urandom(400_000))
+    emulator.control.faults(reset=1.0, path_regex=r"^/_dl/")
+    with pytest.raises(RetryableError, match="mid-download"):
+        b"".join(remote.download(f["id"], chunk_size=8192))
+    emulator.control.clear_faults()
+    assert len(b"".join(remote.download(f["id"]))) == 400_000
+
+
+def test_connection_reset_during_upload_is_retryable_and_sent_once(emulator):
+    remote = remote_for(emulator)
+    remote.whoami()
+    emulator.control.faults(reset=1.0, path_regex=r"^/api/2\.0/files/content")
+    emulator.control.reset_counters()
+    with pytest.raises(RetryableError):
+        upload(remote, emulator.folders["upload"], "cut.jpg", os.urandom(200_000))
+    assert emulator.control.counters().get("POST /api/2.0/files/content", 0) == 1

@@ -743,3 +743,18 @@ def test_connection_reset_during_upload_is_retryable_and_sent_once(emulator):
     with pytest.raises(RetryableError):
         upload(remote, emulator.folders["upload"], "cut.jpg", os.urandom(200_000))
     assert emulator.control.counters().get("POST /api/2.0/files/content", 0) == 1
+
+
+def test_item_problems_are_item_errors(emulator):
+    remote = remote_for(emulator)
+    up = emulator.folders["upload"]
+    with pytest.raises(ItemError) as info:
+        upload(remote, up, "bad/name.jpg", b"x")
+    assert info.value.code == "item_name_invalid" and not isinstance(info.value, RetryableError)
+    emulator.control.settings(file_size_limit=10)
+    with pytest.raises(ItemError) as info:
+        upload(remote, up, "huge.tif", b"x" * 100)
+    assert info.value.code == "file_size_limit_exceeded" and info.value.status == 403
+    with pytest.raises(ItemError) as info:
+        remote.preflight(up, "huge.tif", 100)
+    assert not isinstance(info.value, SetupError)

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunked upload part size in bytes (tests use small parts)")
     e.add_argument("--chunk-min", type=int, default=None,
                    help="smallest file size allowed for an upload session (Box: 20000000)")
+    e.add_argument("--file-size-limit", type=int, default=None,
+                   help="plan's largest file in bytes (uploads above it get 403; default 5 GB, Business)")
+    e.add_argument("--longpoll-hold", type=float, default=None,
+                   help="seconds a long-poll request waits for a change before 'reconnect' (default 30)")
 
     d = sub.add_parser("demo", help="emulator + daemon in a scratch folder, files moving both ways")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")

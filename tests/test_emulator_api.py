@@ -440,3 +440,35 @@ def test_restart_keeps_everything(emulator, box_client):
     assert client.files.get_file_by_id(f.id).sha_1 == hashlib.sha1(b"kept").hexdigest()  # token survived too
     assert client.downloads.download_file(f.id).read() == b"kept"
     assert emulator.control.counters().get("POST /oauth2/token") is None
+
+
+def test_reset_mid_upload_body_creates_nothing(emulator, box_client):
+    client = box_client(emulator)
+    tok = token_of(client)
+    emulator.control.faults(reset=1.0, path_regex="^/api/2.0/files/content")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(f"{emulator.upload_url}/2.0/files/content", headers={"Authorization": f"Bearer {tok}"},
+                      files=[("attributes", (None, json.dumps({"name": "r.bin", "parent": {"id": emulator.folders["upload"]}}))),
+                             ("file", ("r.bin", b"r" * 300_000))], timeout=10)
+    emulator.control.clear_faults()
+    assert emulator.control.item_count(emulator.folders["upload"]) == 0
+    assert upload(client, emulator.folders["upload"], "r.bin", b"ok").name == "r.bin"
+
+
+def test_cli_limits_and_hold(emulator_factory, box_client):
+    emu = emulator_factory("--file-size-limit", "10", "--longpoll-hold", "0.5")
+    client = box_client(emu)
+    err = api_error(upload, client, emu.folders["upload"], "big.bin", b"x" * 11)
+    assert err.response_info.code == "file_size_limit_exceeded"
+    assert emu.control.info()["settings"]["longpoll_hold"] == 0.5
+
+
+def test_emulator_bad_data_dir_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "cfbox_watch", "emulator", "--port", "0", "--data", str(blocker / "sub")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "--data" in r.stderr

@@ -27,7 +27,8 @@ def cmd_emulator(args) -> int:
     if args.write_config:
         provision.write_config(store, args.write_config)
     app = Emulator(store, token_ttl=args.token_ttl, part_size=args.part_size, chunk_min=args.chunk_min,
-                   longpoll_hold=getattr(args, "longpoll_hold", None))
+                   longpoll_hold=getattr(args, "longpoll_hold", None),
+                   file_size_limit=getattr(args, "file_size_limit", None))
     try:
         server = EmulatorServer((args.host, args.port), app, verbose=bool(getattr(args, "verbose", False)))
     except OSError as e:

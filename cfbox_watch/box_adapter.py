@@ -274,6 +274,8 @@ def classify(f: Failure) -> BoxError:
     if f.token_request and f.status in (400, 401, 403):
         return _oauth_setup_error(f)
     if f.status == 0:
+        if "Timeout" in (f.message or ""):
+            return RetryableError(f"{f.what}: Box did not answer in time ({f.message}); will retry", **kw)
         return RetryableError(f"{f.what}: Box could not be reached ({f.message or 'network error'}); "
                               "will retry", **kw)
     if f.status == 429:

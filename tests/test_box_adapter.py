@@ -758,3 +758,13 @@ def test_item_problems_are_item_errors(emulator):
     with pytest.raises(ItemError) as info:
         remote.preflight(up, "huge.tif", 100)
     assert not isinstance(info.value, SetupError)
+
+
+def test_read_timeout_from_the_connection_applies(emulator):
+    remote = BoxRemote.from_connection(connection(emulator, read_timeout=0.5))
+    remote.whoami()
+    emulator.control.faults(latency=3.0, path_regex=r"^/2\.0/folders/")
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match="did not answer in time"):
+        remote.get_folder(emulator.folders["upload"])
+    assert time.monotonic() - started < 2.5

@@ -486,7 +486,10 @@ def _read_config_json(conn: Connection, path: Path) -> dict:
 def _secrets_of(cfg: Mapping[str, Any]) -> list[str]:
     app = cfg.get("boxAppSettings") or {}
     auth = app.get("appAuth") or {}
-    out = [app.get("clientSecret"), auth.get("privateKey"), auth.get("passphrase")]
+    key = auth.get("privateKey")
+    out = [app.get("clientSecret"), key, auth.get("passphrase")]
+    if isinstance(key, str):  # fragments of the key are as secret as the whole
+        out += [ln.strip() for ln in key.splitlines() if len(ln.strip()) >= 16 and "-----" not in ln]
     keys = cfg.get("webhooks") or {}
     if isinstance(keys, Mapping):
         out += [keys.get("primaryKey"), keys.get("secondaryKey")]

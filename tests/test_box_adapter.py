@@ -768,3 +768,14 @@ def test_read_timeout_from_the_connection_applies(emulator):
     with pytest.raises(RetryableError, match="did not answer in time"):
         remote.get_folder(emulator.folders["upload"])
     assert time.monotonic() - started < 2.5
+
+
+def test_scrub_removes_secrets_and_the_live_token(emulator):
+    remote = remote_for(emulator)
+    remote.whoami()
+    token = remote._auth.token_storage.get().access_token
+    secrets = secrets_of(emulator.config_path)
+    text = " | ".join(secrets + [token, "harmless"])
+    scrubbed = remote._scrub(text)
+    assert "harmless" in scrubbed
+    assert_no_secrets([scrubbed], secrets + [token])

@@ -185,7 +185,7 @@ def write_config(root: Path, info: dict) -> Path:
 state_dir: ./state
 settle_time: 1s            # a file must be unchanged this long before it is sent
 poll_interval: 3s          # how often Box Download folders are listed (events are faster)
-shutdown_grace: 10s
+shutdown_grace: 5s
 connections:
   emulator:                # one Box app (its Dev Console config.json)
     jwt_config: ./config.json
@@ -255,8 +255,8 @@ def cmd_demo(args) -> int:
         outgoing = root / "studio" / "outgoing" / VENDOR
         incoming = root / "studio" / "incoming" / VENDOR
         final = root / "studio" / "final" / CLIENT
-        for d in (outgoing, final):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (outgoing, final, *{(outgoing / rel).parent for rel in EXPORTS}):
+            d.mkdir(parents=True, exist_ok=True)  # the studio's folder layout exists up front
         say(f"2. Starting the daemon with {cfg.relative_to(root)} (the same `cfbox-watch run` systemd starts)...")
         listeners = [Listener(sockdir / "notify", "notify", inbox),
                      Listener(sockdir / "journal", "journal", inbox)]
@@ -319,7 +319,8 @@ def cmd_demo(args) -> int:
                 for i, rel in enumerate(FINALS):
                     _write_atomically(final / rel, png_bytes(128, 80, 10 + i))
                     say(f"   studio   exported  {rel}")
-                say("   (the daemon waits ~1 s until each file stops changing, then uploads it)")
+                say("   (the daemon waits ~1 s until each file stops changing, then uploads it; "
+                    + ("press Ctrl-C to stop)" if duration is None else f"the demo stops after {duration:g} s)"))
                 next_export = time.monotonic() + 12
             for due, rel in list(pending_returns):
                 if time.monotonic() >= due:
@@ -334,7 +335,7 @@ def cmd_demo(args) -> int:
                         say(f"   vendor   could not return {name}: {e}")
             if next_export is not None and time.monotonic() >= next_export and duration is None:
                 round_no += 1
-                rel = f"round-{round_no}/look-{round_no:02d}.png"
+                rel = f"look-{round_no + len(EXPORTS):02d}.png"
                 _write_atomically(outgoing / rel, png_bytes(96, 64, round_no + 3))
                 say(f"   studio   exported  {rel}")
                 next_export = time.monotonic() + 12

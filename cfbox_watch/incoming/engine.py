@@ -250,16 +250,20 @@ class IncomingSide:
             "the app's service account; share (collaborate) that folder with the service account "
             "as Editor, or fix the folder id")
 
-    def scan(self, conn, start_id: str | None = None) -> int:
+    def scan(self, conn, start_id: str | None = None, *, shallow: bool = False) -> int:
         """List the subtree of `start_id` (default: the whole Download folder), queue
-        what needs fetching; returns the number of items queued."""
+        what needs fetching; returns the number of items queued.
+
+        `shallow` (event-triggered): list `start_id` itself and descend only into
+        folders the last listing did not know (a vendor's new folder); the periodic
+        full listing still covers everything."""
         known = state.folder_paths(conn, self.mapping)
         if start_id is None or start_id not in known:
-            start_id = self.m.folder_id
+            start_id, shallow = self.m.folder_id, shallow and self.m.folder_id in known
         start_rel = known.get(start_id, "")
         rel0 = tuple(start_rel.split("/")) if start_rel else ()
         files: list[RemoteFile] = []
-        folders = [(start_id, start_rel, None, None, None)] if start_id == self.m.folder_id else []
+        folders = [(start_id, start_rel, None, None, None)]
         stack = [(start_id, rel0)]
         while stack:
             fid, rel = stack.pop()
@@ -285,14 +289,15 @@ class IncomingSide:
                         continue  # an archive inside the tree must not feed back
                     sub = rel + (it.name,)
                     folders.append((it.id, "/".join(sub), fid, it.etag, it.modified_at))
-                    stack.append((it.id, sub))
+                    if not shallow or known.get(it.id) != "/".join(sub):
+                        stack.append((it.id, sub))
                 elif it.type == "file":
                     files.append(RemoteFile(it.id, rel + (it.name,), it.sha1, it.version_id,
                                             it.size, fid))
             if self._stop.is_set():
                 return 0
         state.save_folders(conn, self.mapping, folders,
-                           replace_under=start_rel if start_id != self.m.folder_id else "")
+                           replace_under=None if shallow else start_rel)
         recs = state.records(conn, self.mapping)
         queued = 0
         for rf in files:
@@ -345,7 +350,7 @@ class IncomingSide:
                         next_full = time.monotonic() + self.m.poll_interval
                     else:
                         for fid in wanted:
-                            self.scan(conn, fid)
+                            self.scan(conn, fid, shallow=True)
                     failures = 0
                     wait = max(0.0, next_full - time.monotonic())
                 except RetryableError as e:

@@ -158,6 +158,8 @@ class EventLoop:
                 if answer == "reconnect":
                     url = None
             except RetryableError as e:
+                if self.stop.is_set():
+                    return
                 failures += 1
                 url = None
                 delay = backoff_delay(failures, e.retry_after, base=2.0, cap=300.0)

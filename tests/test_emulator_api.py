@@ -130,13 +130,14 @@ def test_bearer_required_and_expiry_refreshed_by_sdk(emulator, box_client):
 
 
 def test_short_token_ttl(emulator_factory, box_client):
-    # the SDK sleeps its backoff (up to 1.5 s) between refresh and retry, so allow for it
-    emu = emulator_factory("--token-ttl", "3")
+    emu = emulator_factory("--token-ttl", "1")
     client = box_client(emu)
-    client.users.get_user_me()
-    time.sleep(3.2)
-    client.users.get_user_me()
-    assert emu.control.counters()["POST /oauth2/token"] == 2
+    tok = client.auth.retrieve_token(network_session=client.network_session)
+    assert tok.expires_in == 1
+    h = {"Authorization": f"Bearer {tok.access_token}"}
+    assert requests.get(f"{emu.base_url}/2.0/users/me", headers=h, timeout=10).status_code == 200
+    time.sleep(1.1)
+    assert requests.get(f"{emu.base_url}/2.0/users/me", headers=h, timeout=10).status_code == 401
 
 
 # -- uploads, names, conflicts ---------------------------------------------------

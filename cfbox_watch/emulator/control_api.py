@@ -85,7 +85,7 @@ def vendor_upload(app, req):
     if folder_id != "0":
         _row(app, folder_id, "folder")
     path, sha1, size = receive_to_file(app, iter(lambda: req.body.read(), b""))
-    with app.store.lock:
+    with app.store.transaction():
         existing = app.store.conflict(folder_id, name, vendor)
         if existing is not None and existing["type"] == "folder":
             path.unlink(missing_ok=True)
@@ -207,6 +207,9 @@ def dispatch(app, req: Request) -> Response:
         m = re.fullmatch(pattern, req.path)
         if m and method == req.method:
             req.params = m.groupdict()
-            out = func(app, req)
+            try:
+                out = func(app, req)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ApiError(400, "bad_request", f"Bad control request {req.method} {req.path}: {e!r}") from None
             return out if isinstance(out, Response) else Response.json(200, out)
     raise ApiError(404, "not_found", f"No emulator control {req.method} {req.path}")

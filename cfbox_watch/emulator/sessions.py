@@ -209,13 +209,15 @@ def commit_session(app, req: Request) -> Response:
             parent_id = (attrs.get("parent") or {}).get("id") or s["folder_id"]
             check_name(name)
             visible_folder_or_root(app, req.user, parent_id)
-            row = app.create_item("file", name, parent_id, req.user,
-                                  content_created_at=attrs.get("content_created_at"),
-                                  content_modified_at=attrs.get("content_modified_at"))
-            row = app.store.add_version(row["id"], path, sha1, size, req.user, name)
+            with app.store.transaction():
+                row = app.create_item("file", name, parent_id, req.user,
+                                      content_created_at=attrs.get("content_created_at"),
+                                      content_modified_at=attrs.get("content_modified_at"))
+                row = app.store.add_version(row["id"], path, sha1, size, req.user, name)
+                app.store.x("UPDATE sessions SET committed_file_id=? WHERE id=?", (row["id"], s["id"]))
         else:
             name = attrs.get("name") or s["file_name"] or file_row["name"]
-            with app.store.lock:
+            with app.store.transaction():
                 if name != file_row["name"]:
                     check_name(name)
                     clash = app.store.conflict(file_row["parent_id"], name, req.user, exclude=file_row["id"])
@@ -224,10 +226,10 @@ def commit_session(app, req: Request) -> Response:
                     app.store.update_item(file_row["id"], req.user, name=name)
                 row = app.store.add_version(file_row["id"], path, sha1, size, req.user, name,
                                             content_modified_at=attrs.get("content_modified_at"))
+                app.store.x("UPDATE sessions SET committed_file_id=? WHERE id=?", (row["id"], s["id"]))
     except ApiError:
         path.unlink(missing_ok=True)
         raise
-    app.store.x("UPDATE sessions SET committed_file_id=? WHERE id=?", (row["id"], s["id"]))
     app.store.x("DELETE FROM parts WHERE session_id=?", (s["id"],))
     shutil.rmtree(app.store.parts_dir / s["id"], ignore_errors=True)
     app.fresh_version(row["version_id"])

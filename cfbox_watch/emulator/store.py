@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -93,6 +94,22 @@ class Store:
     def x(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self.lock:
             return self.db.execute(sql, args)
+
+    @contextmanager
+    def transaction(self):
+        """All-or-nothing for multi-row changes (a file row and its first version), so
+        an emulator killed mid-request never leaves a file without content."""
+        with self.lock:
+            if self.db.in_transaction:  # nested: the outer transaction decides
+                yield
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def new_id(self) -> str:
         with self.lock:

@@ -87,13 +87,14 @@ def upload_file(app, req: Request) -> Response:
     with app.reserve(parent["id"], name):
         path, sha1, size = _file_part(app, req, mp)
         try:
-            row = app.create_item("file", name, parent["id"], req.user,
-                                  content_created_at=attrs.get("content_created_at"),
-                                  content_modified_at=attrs.get("content_modified_at"))
+            with app.store.transaction():
+                row = app.create_item("file", name, parent["id"], req.user,
+                                      content_created_at=attrs.get("content_created_at"),
+                                      content_modified_at=attrs.get("content_modified_at"))
+                row = app.store.add_version(row["id"], path, sha1, size, req.user, name)
         except ApiError:
             path.unlink(missing_ok=True)
             raise
-        row = app.store.add_version(row["id"], path, sha1, size, req.user, name)
         app.fresh_version(row["version_id"])
     emit(app, "ITEM_UPLOAD", row, req.user)
     return Response.json(201, {"total_count": 1, "entries": [item_full(app.store, req.user, row)]})
@@ -111,7 +112,7 @@ def upload_version(app, req: Request) -> Response:
         if clash:
             raise conflict_error(app, clash)
     path, sha1, size = _file_part(app, req, mp)
-    with app.store.lock:
+    with app.store.transaction():
         current = app.store.item(row["id"])
         if current["trashed_at"] or (req.headers.get("If-Match") is not None and str(current["etag"]) != str(row["etag"])):
             path.unlink(missing_ok=True)

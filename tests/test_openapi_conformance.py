@@ -227,9 +227,19 @@ def test_emulator_answers_match_box_openapi(emulator_factory, box_client):
 
     errors = [e for r in seen for e in _check_response(spec, r)]
     assert not errors, "\n".join(errors)
-    templates = {k for k in emu.control.counters() if k.startswith(("GET /", "POST /", "PUT /", "DELETE /", "OPTIONS /"))}
-    box_routes = {t for t in templates if "/_dl/" not in t and "/_realtime/" not in t}
-    assert len(box_routes) >= 20, sorted(box_routes)  # every Box route above was exercised
+
+    # every route the emulator serves on Box's paths was exercised above
+    from cfbox_watch.emulator.server import ROUTES
+
+    served = {f"{r.method} {r.template}" for r in ROUTES} - NOT_IN_SPEC
+    exercised = set(emu.control.counters())
+    assert served <= exercised, f"routes without a conformance check: {sorted(served - exercised)}"
+
+
+# Routes the emulator serves that Box's OpenAPI description does not cover: the download
+# host and the realtime (long-poll) server are other Box hosts, and the preflight for a
+# new version (OPTIONS /files/{id}/content) appears in Box's guides but not in the spec.
+NOT_IN_SPEC = {"GET /_dl/{token}", "GET /_realtime/subscribe", "OPTIONS /2.0/files/{id}/content"}
 
 
 def test_checker_catches_wrong_shapes():

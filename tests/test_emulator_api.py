@@ -473,3 +473,32 @@ def test_emulator_bad_data_dir_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cfbox_watch", "emulator", "--port", "0", "--data", str(blocker / "sub")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "Traceback" not in r.stderr and "--data" in r.stderr
+
+
+def test_concurrent_uploads_and_duplicates(emulator, box_client):
+    """Many clients at once: every distinct name lands once; of racing duplicates exactly one wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fid = emulator.folders["upload"]
+    clients = [box_client(emulator) for _ in range(4)]
+    for c in clients:
+        c.users.get_user_me()
+
+    def put(i):
+        return upload(clients[i % 4], fid, f"f{i:03d}.bin", b"%d" % i * 500).id
+
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(put, range(60)))
+    assert len(set(ids)) == 60 and emulator.control.item_count(fid) == 60
+
+    def dup(i):
+        try:
+            return upload(clients[i % 4], fid, "DUP.bin", b"d" * 100_000).id
+        except BoxAPIError as e:
+            return e.response_info.code
+
+    with ThreadPoolExecutor(8) as ex:
+        outcomes = list(ex.map(dup, range(8)))
+    winners = [o for o in outcomes if o not in ("item_name_in_use", "name_temporarily_reserved")]
+    assert len(winners) == 1, outcomes
+    assert emulator.control.item_count(fid) == 61

@@ -49,6 +49,8 @@ def get_events(app, req: Request) -> Response:
 
 def long_poll_info(app, req: Request) -> Response:
     channel = secrets.token_urlsafe(12)
+    if len(app.channels) > 10_000:  # channels are cheap hints; forget old ones
+        app.channels.clear()
     app.channels[channel] = req.user
     url = f"{req.base_url}/_realtime/subscribe?channel={channel}&stream_type=all"
     return Response.json(200, {"chunk_size": 1, "entries": [{

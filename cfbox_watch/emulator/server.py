@@ -89,6 +89,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "cfbox-emulator"
     sys_version = ""
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, fmt, *args):  # quiet: tests read stdout for the ready line
         if self.server.verbose:
             sys.stderr.write("emulator: " + (fmt % args) + "\n")

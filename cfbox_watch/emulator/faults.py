@@ -47,8 +47,14 @@ class Faults:
     def clear(self) -> None:
         self.set()
 
-    def bandwidth(self) -> float | None:
-        return self.plan.bandwidth
+    def bandwidth_for(self, path: str) -> float | None:
+        """The byte rate cap for this request (the test controls are never slowed)."""
+        p = self.plan
+        if p.bandwidth is None or path.startswith("/_emulator/"):
+            return None
+        if p.path_regex and not re.search(p.path_regex, path):
+            return None
+        return p.bandwidth
 
     def decide(self, path: str) -> Decision:
         p = self.plan

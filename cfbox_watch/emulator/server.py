@@ -112,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
-        body = BodyReader(self.rfile, self.headers, Throttle(app.faults.bandwidth))
+        body = BodyReader(self.rfile, self.headers, Throttle(lambda: app.faults.bandwidth_for(url.path)))
         req = Request(self.command, url.path, query, self.headers, body, f"http://{host}")
         try:
             resp, decision = self.dispatch(app, req)
@@ -198,7 +198,8 @@ class Handler(BaseHTTPRequestHandler):
             if self.command == "HEAD":
                 return
             cut = length // 2 if reset else None
-            throttle = Throttle(app.faults.bandwidth)
+            path = urlsplit(self.path).path
+            throttle = Throttle(lambda: app.faults.bandwidth_for(path))
             sent = 0
             for chunk in self._chunks(resp, length):
                 if corrupt and sent == 0 and chunk:

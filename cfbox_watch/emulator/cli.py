@@ -51,6 +51,7 @@ def cmd_emulator(args) -> int:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        # The store stays open: request threads may still be finishing, and SQLite (WAL)
+        # is consistent whenever the process ends, which is what restart tests rely on.
         server.server_close()
-        store.close()
     return 0

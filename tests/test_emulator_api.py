@@ -502,3 +502,14 @@ def test_concurrent_uploads_and_duplicates(emulator, box_client):
     winners = [o for o in outcomes if o not in ("item_name_in_use", "name_temporarily_reserved")]
     assert len(winners) == 1, outcomes
     assert emulator.control.item_count(fid) == 61
+
+
+def test_direct_upload_size_cap(emulator, box_client):
+    client = box_client(emulator)
+    emulator.control.settings(direct_upload_max=1000)
+    err = api_error(upload, client, emulator.folders["upload"], "big.bin", b"x" * 5000)
+    assert err.response_info.status_code == 413 and "chunked" in err.response_info.body["message"]
+    f = upload(client, emulator.folders["upload"], "ok.bin", b"x" * 1000)
+    err = api_error(client.uploads.upload_file_version, f.id, UploadFileVersionAttributes(name="ok.bin"),
+                    io.BytesIO(b"y" * 5000))
+    assert err.response_info.status_code == 413

@@ -18,6 +18,7 @@ DEFAULT_SETTINGS = {
     "part_size": 8 * 1024 * 1024,
     "chunk_min": 20_000_000,
     "file_size_limit": 5 * 10 ** 9,       # Business plan
+    "direct_upload_max": 50 * 1024 * 1024,  # Box: "direct uploads are limited to 50MB"
     "commit_202": 0,                      # first N commits of each session answer 202
     "download_202": 0,                    # first N downloads of each new version answer 202
     "conflicts_shape": "list",            # "list" (OpenAPI) or "object" (Box's own clients)
@@ -65,6 +66,13 @@ class Emulator:
             raise ApiError(403, "file_size_limit_exceeded",
                            "File exceeds the folder owner's file size limit",
                            {"size_limit": self.settings["file_size_limit"]})
+
+    def check_direct_size(self, size: int) -> None:
+        limit = int(self.settings["direct_upload_max"])
+        if size > limit:
+            raise ApiError(413, "request_entity_too_large",
+                           f"Direct uploads are limited to {limit} bytes; use a chunked upload session",
+                           {"size_limit": limit})
 
     @contextmanager
     def reserve(self, parent_id: str, name: str):

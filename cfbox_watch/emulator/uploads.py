@@ -64,6 +64,7 @@ def _file_part(app, req: Request, mp: Multipart) -> tuple[Path, str, int]:
         if want is not None and want.strip().lower() != sha1:
             raise ApiError(400, "bad_digest", "The specified Content-MD5 did not match what was received")
         app.check_size(size)
+        app.check_direct_size(size)
     except ApiError:
         path.unlink(missing_ok=True)
         raise
@@ -79,8 +80,9 @@ def upload_file(app, req: Request) -> Response:
     name = attrs.get("name")
     check_name(name)
     visible_folder_or_root(app, req.user, parent["id"])
-    if req.body.length is not None:
+    if req.body.length is not None:  # refuse early, before the bytes arrive (multipart adds < 1 KB)
         app.check_size(max(0, req.body.length - 1024))
+        app.check_direct_size(max(0, req.body.length - 1024))
     clash = app.store.conflict(parent["id"], name, req.user)
     if clash:
         raise conflict_error(app, clash)

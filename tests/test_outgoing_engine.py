@@ -266,6 +266,7 @@ def test_after_upload_only_after_verification(env, after):
     side = make_side(info(emu), root, sd, after_upload=after,
                      sent_dir=sent if after == "move" else None)
     # every upload fails (Box down): the local file must stay where it is
+    side.once_max_attempts = 1
     emu.control.faults(error_503=1.0, path_regex=r"^/api/")
     assert side.run_once() is False
     assert p.exists() and not (sent / "sub/one.txt").exists()

@@ -31,8 +31,7 @@ from cfbox_watch.outgoing.uploader import Stopped, Uploader, hash_file
 log = logging.getLogger("cfbox_watch.outgoing.engine")
 
 HUNG_AFTER = 600.0          # seconds without progress before heartbeat() says hung
-ONCE_MAX_ATTEMPTS = 8       # `once` gives a retryable item this many tries
-ONCE_MAX_WAIT = 60.0        # ... and waits at most this long for one Retry-After
+ONCE_MAX_ATTEMPTS = 5       # `once` gives a retryable item this many tries (~15 s of backoff)
 RENAME_TRIES = 50
 # Above this size a new file is preflighted first, so that a same-named file on Box
 # (often the very same bytes, sent by another daemon) costs one small call instead
@@ -71,6 +70,7 @@ class OutgoingSide:
         self._bad_names_seen = False
         self._conn: sqlite3.Connection | None = None
         self._rand = random.Random()
+        self.once_max_attempts = ONCE_MAX_ATTEMPTS
         if hasattr(remote, "register_root"):
             # a 404 on the mapping's own folder means "not shared": stop, don't retry
             remote.register_root(mapping.folder_id, mapping.key_path)
@@ -139,6 +139,7 @@ class OutgoingSide:
         conn = self._open()
         try:
             state.release_stale_claims(conn, self.mapping)
+            state.due_now(conn, self.mapping)
             self._full_scan(conn)
             while not self._stop.is_set():
                 self._promote_due(conn)
@@ -186,14 +187,14 @@ class OutgoingSide:
         if next_attempt is not None:
             over = conn.execute(
                 "SELECT COUNT(*) FROM out_files WHERE mapping=? AND status='pending' AND attempts<?",
-                (self.mapping, ONCE_MAX_ATTEMPTS)).fetchone()[0]
+                (self.mapping, self.once_max_attempts)).fetchone()[0]
             if over:
-                waits.append(min(next_attempt, time.time() + ONCE_MAX_WAIT))
+                waits.append(next_attempt)
         if not waits:
             return True
         delay = min(waits) - time.time()
         if delay > 0:
-            self._stop.wait(min(delay, ONCE_MAX_WAIT))
+            self._stop.wait(delay)
         return False
 
     # --- threads ---------------------------------------------------------------------
@@ -318,7 +319,8 @@ class OutgoingSide:
             self._report_skip(conn, path, kind, reason)
         for rel, st in snap.files.items():
             self._see(conn, st, now)
-        state.vanished(conn, self.mapping, set(snap.files), under=(start,),
+        present = set(snap.files) | {p for p, kind, _ in snap.skipped if kind == "badname"}
+        state.vanished(conn, self.mapping, present, under=(start,),
                        keep_under=snap.unreadable)
 
     def _handle_hints(self, conn, first: watcher.Hint) -> None:

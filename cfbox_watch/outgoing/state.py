@@ -217,6 +217,13 @@ def release_stale_claims(conn: sqlite3.Connection, mapping: str) -> int:
                             (time.time(), mapping)).rowcount
 
 
+def due_now(conn: sqlite3.Connection, mapping: str) -> int:
+    """`once` is an explicit pass: everything queued is tried now, with a fresh budget."""
+    with transaction(conn):
+        return conn.execute("UPDATE out_files SET next_attempt=0, attempts=0 "
+                            "WHERE mapping=? AND status='pending'", (mapping,)).rowcount
+
+
 def next_wake(conn: sqlite3.Connection, mapping: str) -> tuple[float | None, float | None]:
     """(earliest stable_since among settling rows, earliest next_attempt among pending)."""
     a = conn.execute("SELECT MIN(stable_since) FROM out_files WHERE mapping=? AND status='settling'",

@@ -41,6 +41,9 @@ log = logging.getLogger("cfbox_watch.daemon")
 STATUS_EVERY = 2.0          # seconds between STATUS= / status-table refreshes
 HEARTBEAT_EVERY = 10.0      # heartbeat check cadence when systemd's watchdog is off
 READY_TIMEOUT_AFTER_RELOAD = 120.0
+# A mapping stopped by a setup error (folder not shared yet, app not authorized) is
+# restarted this often, so an admin's fix in Box takes effect without a reload.
+RESTART_STOPPED_EVERY = 300.0
 
 # Test hook (documented in tests/test_daemon.py): "METHOD[,METHOD...]" makes those
 # BoxRemote methods block forever, so a real worker of a real engine hangs inside a Box
@@ -357,6 +360,25 @@ class Daemon:
             return False
         return True
 
+    def stopped_by_error(self) -> list[str]:
+        """Sides that stopped themselves on a setup error (not on a bug: those need a person)."""
+        out = []
+        for key, side in self.sides.items():
+            st = _safe(side.summary, {}, f"{key}: summary") or {}
+            if st.get("state") in ("failed", "error") and not str(st.get("error") or "").startswith(
+                    "internal error"):
+                out.append(key)
+        return out
+
+    def restart_stopped(self) -> None:
+        keys = self.stopped_by_error()
+        if not keys:
+            return
+        log.info("retrying stopped mapping(s) %s (a set-up fix in Box may have happened)",
+                 ", ".join(keys))
+        self.stop_sides(keys, 1.0)
+        self.start_sides(keys, self.specs)
+
     def check_heartbeats(self) -> tuple[str, ...]:
         return tuple(k for k, s in self.sides.items() if not _safe(s.heartbeat, False, f"{k}: heartbeat"))
 
@@ -402,8 +424,12 @@ class Daemon:
             self.notifier.ready(status_text(self.summaries()))
             return
         new_specs = side_specs(new)
-        # Sides that could not start last time are retried on every reload.
-        old_specs = {k: v for k, v in self.specs.items() if k not in self.broken}
+        # Sides that could not start or stopped on a setup error are retried on every reload.
+        stopped = set(self.stopped_by_error())
+        old_specs = {k: v for k, v in self.specs.items() if k not in self.broken and k not in stopped}
+        late0 = self.stop_sides([k for k in stopped if k in self.sides], 1.0)
+        for key in late0:
+            log.warning("%s: its old threads are still ending", key)
         plan = plan_reload(old_specs, new_specs)
         set_level(new.log_level, verbose=self.verbose)
         for key in plan.stop:
@@ -448,6 +474,7 @@ class Daemon:
         next_hb = time.monotonic() + HEARTBEAT_EVERY
         next_status = 0.0
         started = time.monotonic()
+        next_restart = started + RESTART_STOPPED_EVERY
         while True:
             for signum in inbox.wait(tick):
                 if signum in (signal.SIGTERM, signal.SIGINT):
@@ -486,6 +513,9 @@ class Daemon:
                 self.notifier.status(status_text(self.summaries(), reloading=False))
                 self.persist()
                 next_status = now + STATUS_EVERY
+            if now >= next_restart:
+                self.restart_stopped()
+                next_restart = now + RESTART_STOPPED_EVERY
 
 
 def cmd_run(args) -> int:
@@ -612,12 +642,14 @@ def cmd_once(args) -> int:
                 s.request_stop()
 
     old = signal.signal(signal.SIGTERM, on_term)
+    old_int = signal.signal(signal.SIGINT, on_term)  # Ctrl-C: same orderly stop
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(by_mapping))) as pool:
             for result in pool.map(run_mapping, by_mapping.values()):
                 outcomes.update(result)
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     for key, s in daemon_summaries(sides).items():
         log.info("%s: %s; %s queued, %s failed, %s done today", key, outcomes.get(key, "?"),
                  s.get("queued", 0), s.get("failed", 0), s.get("done_today", 0),

@@ -287,3 +287,31 @@ def test_sigterm_during_uploads_then_restart_gives_every_file_once(tmp_path, emu
     on_box = emulator.control.files(emulator.folders["upload"])
     assert {k: v["sha1"] for k, v in on_box.items()} == files
     assert all(v.get("version_count", 1) == 1 for v in on_box.values()), on_box
+
+
+def test_setup_error_stops_only_that_mapping_and_reload_retries_it(tmp_path, emulator, notify):
+    """App not authorized in the Admin Console: the daemon still becomes READY, says why in
+    STATUS=, and a reload after the admin's fix brings the stopped mapping back."""
+    root = tmp_path / "studio"
+    cfg = tmp_path / "cfbox.yaml"
+    write_yaml(cfg, emulator, root)
+    (root / "out" / "waiting.png").write_bytes(png_bytes(16, 16, 7))
+    emulator.control.settings(app_authorized=False)
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, notify, log)
+    try:
+        notify.wait_for("READY=1", 60)
+        wait_until(lambda: any("STOPPED" in m for _, m in notify.snapshot()), 20,
+                   "STATUS= to say the mapping stopped")
+        assert proc.poll() is None
+        emulator.control.settings(app_authorized=True)
+        mark = len(notify.snapshot())
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("READY=1", 30, after=mark)
+        wait_until(lambda: "waiting.png" in emulator.control.files(emulator.folders["upload"]),
+                   30, "the mapping to run again after the fix")
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -513,3 +513,16 @@ def test_direct_upload_size_cap(emulator, box_client):
     err = api_error(client.uploads.upload_file_version, f.id, UploadFileVersionAttributes(name="ok.bin"),
                     io.BytesIO(b"y" * 5000))
     assert err.response_info.status_code == 413
+
+
+def test_reset_after_handling_leaves_the_upload_done(emulator, box_client):
+    client = box_client(emulator)
+    tok = token_of(client)
+    emulator.control.faults(reset_after=1.0, path_regex="^/api/2.0/files/content")
+    with pytest.raises(requests.exceptions.RequestException):
+        r = requests.post(f"{emulator.upload_url}/2.0/files/content", headers={"Authorization": f"Bearer {tok}"},
+                          files=[("attributes", (None, json.dumps({"name": "done.bin", "parent": {"id": emulator.folders["upload"]}}))),
+                                 ("file", ("done.bin", b"d" * 1000))], timeout=10)
+        r.json()
+    emulator.control.clear_faults()
+    assert emulator.control.find(emulator.folders["upload"], "done.bin")["size"] == 1000

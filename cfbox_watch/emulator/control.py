@@ -53,9 +53,15 @@ class EmulatorControl:
 
     def faults(self, error_500: float = 0.0, error_503: float = 0.0, rate_429: float = 0.0, retry_after: int = 1,
                reset: float = 0.0, latency: float = 0.0, bandwidth: float | None = None,
-               corrupt_download: float = 0.0, path_regex: str | None = None) -> None:
+               corrupt_download: float = 0.0, path_regex: str | None = None, reset_after: float = 0.0) -> None:
+        """Shares (0..1) of matching requests that fail: 500/503/429 answers; `reset` cuts the
+        connection before the request is handled (half its body read, or half the answer sent),
+        `reset_after` handles it fully and then cuts the answer (the client cannot tell whether
+        it worked); `latency` seconds added; `bandwidth` bytes/s both ways; `corrupt_download`
+        flips a byte of downloaded content."""
         self._call("POST", "faults", dict(error_500=error_500, error_503=error_503, rate_429=rate_429,
-                                          retry_after=retry_after, reset=reset, latency=latency,
+                                          retry_after=retry_after, reset=reset, reset_after=reset_after,
+                                          latency=latency,
                                           bandwidth=bandwidth, corrupt_download=corrupt_download,
                                           path_regex=path_regex))
 

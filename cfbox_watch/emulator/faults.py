@@ -20,6 +20,7 @@ class FaultPlan:
     rate_429: float = 0.0
     retry_after: int = 1
     reset: float = 0.0
+    reset_after: float = 0.0
     latency: float = 0.0
     bandwidth: float | None = None
     corrupt_download: float = 0.0
@@ -30,6 +31,7 @@ class FaultPlan:
 class Decision:
     status: int | None = None        # answer this error instead of handling
     reset: bool = False              # cut the connection mid-body
+    reset_after: bool = False        # handle the request, then cut the answer mid-body
     latency: float = 0.0
     corrupt: bool = False
 
@@ -70,6 +72,7 @@ class Faults:
             elif r() < p.rate_429:
                 d.status = 429
             d.reset = r() < p.reset
+            d.reset_after = r() < p.reset_after
             d.corrupt = r() < p.corrupt_download
             return d
 

@@ -127,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         except ConnectionError:
             self.close_connection = True
             return
-        self.send(resp, reset=bool(decision and decision.reset),
+        self.send(resp, reset=bool(decision and (decision.reset or decision.reset_after)),
                   corrupt=bool(decision and decision.corrupt and resp.is_download))
 
     def dispatch(self, app: Emulator, req: Request):

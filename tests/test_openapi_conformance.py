@@ -163,6 +163,21 @@ def test_emulator_answers_match_box_openapi(emulator_factory, box_client):
         "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "client_id": cfg["boxAppSettings"]["clientID"],
         "client_secret": "wrong", "assertion": "x"}, timeout=10)
     seen.append(bad_token)
+    import time
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    app = cfg["boxAppSettings"]
+    key = serialization.load_pem_private_key(app["appAuth"]["privateKey"].encode(), app["appAuth"]["passphrase"].encode())
+    good = jwt.encode({"iss": app["clientID"], "sub": cfg["enterpriseID"], "box_sub_type": "enterprise",
+                       "aud": "https://api.box.com/oauth2/token", "jti": uuid.uuid4().hex, "exp": int(time.time()) + 30},
+                      key, algorithm="RS256", headers={"kid": app["appAuth"]["publicKeyID"]})
+    seen.append(requests.post(f"{emu.base_url}/oauth2/token", data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "client_id": app["clientID"],
+        "client_secret": app["clientSecret"], "assertion": good}, timeout=10))
+    assert seen[-1].status_code == 200
     call("GET", f"{api}/users/me")
     call("GET", f"{api}/folders/0")
     call("GET", f"{api}/folders/{fid}")

@@ -78,6 +78,7 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")  # a second process (inspection) must not make us fail
         self.db.executescript(SCHEMA)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,17 @@ from cfbox_watch.emulator.control import EmulatorControl
 
 PROJECT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 30.0
+
+
+def _die_with_parent() -> None:
+    """Linux: the emulator gets SIGTERM when the test process dies, even by SIGKILL or
+    a hard timeout that skips fixture teardown, so no emulator outlives its test run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class EmulatorProcess:
@@ -56,7 +68,8 @@ class EmulatorProcess:
                "--data", str(self.data_dir), "--write-config", str(self.config_path), *self.extra_args]
         err = open(self.stderr_path, "ab")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         err.close()
         deadline = time.monotonic() + READY_TIMEOUT
         line = b""

@@ -35,6 +35,13 @@ def cmd_emulator(args) -> int:
         raise UserError(f"emulator: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
     host, port = server.server_address[:2]
     base = f"http://{host}:{port}"
+
+    def stop(*_):
+        app.stopping = True
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # before the ready line: a fast stop is still clean
     sa = store.user(store.meta("service_account_id"))
     print(json.dumps({"event": "ready", "base_url": base, "upload_url": f"{base}/api",
                       "config": str(Path(args.write_config).resolve()) if args.write_config else None,
@@ -42,12 +49,6 @@ def cmd_emulator(args) -> int:
                       "service_account": {"id": sa["id"], "login": sa["login"], "name": sa["name"]}}),
           flush=True)
 
-    def stop(*_):
-        app.stopping = True
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

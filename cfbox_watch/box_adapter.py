@@ -215,6 +215,7 @@ class Failure:
     token_request: bool = False    # the failure came from POST /oauth2/token
     what: str = "Box call"         # e.g. "upload of IMG_1.jpg to folder 123"
     root_label: str | None = None  # set when the request was about a mapping's root folder
+    root_id: str | None = None     # that folder's id
     service_login: str | None = None
     client_id: str | None = None
     config_path: str | None = None
@@ -312,7 +313,7 @@ def classify(f: Failure) -> BoxError:
         if f.root_label:
             who = f.service_login or "the app's service account (its login is shown by `cfbox-watch check`)"
             return SetupError(
-                f"{f.root_label}: the Box folder is not visible to the service account {who} "
+                f"{f.root_label}: the Box folder{' ' + f.root_id if f.root_id else ''} is not visible to the service account {who} "
                 f"({says}). Share the folder with that login as Editor (Box web app > folder > "
                 "Share > Invite people), or fix the folder id.", code=f.code or "not_found",
                 status=404, request_id=f.request_id)
@@ -598,12 +599,13 @@ class BoxRemote:
                 text = text.replace(s, "[redacted]")
         return text
 
-    def _root_label(self, folder_ids: Iterable[str | None]) -> str | None:
+    def _root(self, folder_ids: Iterable[str | None]) -> tuple[str | None, str | None]:
+        """(folder id, label) of the first registered mapping root among folder_ids."""
         with self._roots_lock:
             for fid in folder_ids:
                 if fid is not None and str(fid) in self._roots:
-                    return self._roots[str(fid)]
-        return None
+                    return str(fid), self._roots[str(fid)]
+        return None, None
 
     def _translate(self, exc: BaseException, what: str, folders: Iterable[str | None]) -> BoxError:
         token_call = bool(getattr(self._transport.local, "token_call", False))
@@ -639,9 +641,9 @@ class BoxRemote:
         else:  # pragma: no cover - callers only pass the types above
             return ItemError(self._scrub(f"{what}: {exc.__class__.__name__}"))
         folders = list(folders)
-        root_label = self._root_label(folders) if f.status == 404 and not f.token_request else None
+        root_id, root_label = self._root(folders) if f.status == 404 and not f.token_request else (None, None)
         login = self._me.get("login") if self._me else None
-        f = Failure(**{**f.__dict__, "root_label": root_label, "service_login": login,
+        f = Failure(**{**f.__dict__, "root_label": root_label, "root_id": root_id, "service_login": login,
                        "client_id": self._client_id, "config_path": self._config_path})
         err = classify(f)
         if isinstance(err, SetupError) and root_label and login is None:

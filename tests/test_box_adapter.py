@@ -130,8 +130,9 @@ def test_oauth_errors_give_admin_advice(code, description, words):
 
 
 def test_root_404_names_the_mapping_and_the_login():
-    err = classify(Failure(status=404, code="not_found", root_label="delivery[1].folder_id",
+    err = classify(Failure(status=404, code="not_found", root_label="delivery[1].folder_id", root_id="77",
                            service_login="AutomationUser_1_x@boxdevedition.com"))
+    assert "folder 77 " in str(err)
     assert isinstance(err, SetupError)
     assert "delivery[1].folder_id" in str(err)
     assert "AutomationUser_1_x@boxdevedition.com" in str(err)
@@ -608,7 +609,7 @@ def test_folder_not_shared_is_setup_error_naming_the_login(emulator):
     with pytest.raises(SetupError) as info:
         list(remote.list_folder("876543210"))
     msg = str(info.value)
-    assert "post_production[0].upload_folder_id" in msg
+    assert "post_production[0].upload_folder_id" in msg and "876543210" in msg
     assert emulator.service_account["login"] in msg
     # the same 404 on an ordinary item is only about that item
     with pytest.raises(NotFoundError):

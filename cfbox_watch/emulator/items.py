@@ -12,6 +12,9 @@ from cfbox_watch.emulator.names import name_problem
 from cfbox_watch.emulator.shapes import item_full, item_mini, root_full, select_fields, user_full, version_full
 
 
+MAX_OFFSET = 9999  # Box: "The maximum offset for offset-based pagination is 9999"
+
+
 def not_found(kind: str = "item") -> ApiError:
     return ApiError(404, "not_found", f"Not Found: the {kind} does not exist or you do not have access to it")
 
@@ -84,7 +87,8 @@ def _entry(app, req: Request, row: dict, fields: list[str] | None) -> dict:
 def list_items(app, req: Request) -> Response:
     fid = req.params["id"]
     visible_folder_or_root(app, req.user, fid)
-    limit = req.int_query("limit", 100, 1, 1000)
+    # Box: a limit above the maximum is lowered to it, not refused
+    limit = min(req.int_query("limit", 100, 1, 10 ** 9), 1000)
     fields = req.fields()
     kids = app.store.children(fid, req.user)
     if req.query.get("usemarker", "").lower() == "true":
@@ -103,6 +107,8 @@ def list_items(app, req: Request) -> Response:
                                    "next_marker": nxt, "prev_marker": None,
                                    "order": [{"by": "id", "direction": "ASC"}]})
     offset = req.int_query("offset", 0, 0, 10 ** 9)
+    if offset > MAX_OFFSET:
+        raise ApiError(400, "bad_request", f"The maximum offset is {MAX_OFFSET}; use marker-based paging (usemarker=true)")
     page = kids[offset:offset + limit]
     return Response.json(200, {"total_count": len(kids), "entries": [_entry(app, req, k, fields) for k in page],
                                "offset": offset, "limit": limit, "order": [{"by": "id", "direction": "ASC"}]})
@@ -200,7 +206,7 @@ def list_versions(app, req: Request) -> Response:
     row = visible(app, req.user, req.params["id"], "file")
     older = [v for v in app.store.versions(row["id"]) if v["id"] != row["version_id"]]
     older.reverse()
-    limit = req.int_query("limit", 1000, 1, 1000)
+    limit = min(req.int_query("limit", 1000, 1, 10 ** 9), 1000)
     offset = req.int_query("offset", 0, 0, 10 ** 9)
     page = older[offset:offset + limit]
     return Response.json(200, {"total_count": len(older), "entries": [version_full(app.store, v) for v in page],

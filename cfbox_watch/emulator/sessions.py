@@ -154,7 +154,7 @@ def _parts(app, sid: str) -> list[dict]:
 def list_parts(app, req: Request) -> Response:
     s = _session(app, req, req.params["id"])
     parts = _parts(app, s["id"])
-    limit = req.int_query("limit", 1000, 1, 1000)
+    limit = min(req.int_query("limit", 1000, 1, 10 ** 9), 1000)
     offset = req.int_query("offset", 0, 0, 10 ** 9)
     page = parts[offset:offset + limit]
     return Response.json(200, {"entries": [_part_json(p) for p in page], "total_count": len(parts),

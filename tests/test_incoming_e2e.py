@@ -443,3 +443,29 @@ def test_unshared_download_folder_stops_this_side_with_advice(emulator, tmp_path
     assert "987654321" in s["error"] and "download_folder_id" in s["error"]
     assert "service account" in s["error"]
     assert "Traceback" not in caplog.text
+
+
+def test_running_side_retries_through_429_and_5xx_storm(emulator, tmp_path):
+    """Daemon mode: failed items come back by themselves (backoff, Retry-After), and
+    every file arrives exactly once, complete."""
+    ctl = emulator.control
+    spec = {f"s{i % 3}/f{i}.jpg": os.urandom(3000 + i) for i in range(8)}
+    vendor_tree(emulator, spec)
+    ctl.faults(rate_429=0.1, error_500=0.1, retry_after=1, corrupt_download=0.15)
+    side = make_side(emulator, tmp_path, poll_interval=1.0)
+    side.retry_base = 0.2
+    root = tmp_path / "incoming"
+    side.start()
+    try:
+        assert wait_for(lambda: local_files(root) == spec, 60), sorted(local_files(root))
+        ctl.clear_faults()
+        ctl.reset_counters()
+        time.sleep(2.5)  # two more listings
+        assert downloads(emulator) == 0
+        assert ctl.counters().get("GET /2.0/folders/{id}/items", 0) >= 4
+        s = summary(tmp_path)
+        assert s["failed"] == 0 and s["done_today"] == len(spec)
+    finally:
+        side.request_stop()
+        assert side.join(10)
+    assert temporaries(root) == []

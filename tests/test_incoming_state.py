@@ -75,3 +75,16 @@ def test_folders_replace_subtree(tmp_path):
                        replace_under="")
     state.save_folders(conn, "m", [("2", "a", "1", "1", None)], replace_under="a")
     assert state.folder_paths(conn, "m") == {"1": "", "2": "a", "4": "ab"}
+
+
+def test_a_stale_listing_does_not_requeue_a_finished_version(tmp_path):
+    conn = db(tmp_path)
+    rf = RemoteFile("1", ("a.jpg",), "AA", "v1", 3)
+    state.enqueue(conn, "m", rf)
+    state.claim(conn, "m", "1")
+    state.mark_placed(conn, "m", "1", relpath="a.jpg", sha1="aa", version_id="v1", size=3,
+                      local_size=3, local_mtime_ns=1, after_pending=False)
+    state.enqueue(conn, "m", rf)  # a listing that saw the row before it was done
+    assert state.get(conn, "m", "1").status == "done"
+    state.enqueue(conn, "m", RemoteFile("1", ("a.jpg",), "bb", "v2", 3))  # a real new version
+    assert state.get(conn, "m", "1").status == "pending"

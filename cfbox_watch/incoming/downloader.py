@@ -104,6 +104,11 @@ def ensure_dirs(root: Path, dirparts: Iterable[str], dir_mode: int, gid: int | N
 
     Parts must already be checked (planner.local_parts); a symlink among existing
     folders that leads out of `root` is refused."""
+    if not root.is_dir():  # someone removed `incoming` itself while we ran
+        try:
+            os.makedirs(root, dir_mode, exist_ok=True)
+        except OSError as e:
+            raise LocalWriteError(disk_advice(e, root.parent)) from None
     path = root
     real_root = root.resolve()
     for part in dirparts:

@@ -39,6 +39,9 @@ log = logging.getLogger("cfbox_watch.incoming.engine")
 ONCE_ATTEMPTS = 3          # attempts per item inside one `once` pass
 ONCE_MAX_SLEEP = 15.0      # longest in-pass wait before such a retry
 REPLAN_LIMIT = 5
+RETRY_BASE = 5.0           # backoff of a failed item: 5 s, 10 s, 20 s ... (cap 15 min), +-50 %
+PROGRESS_MIN_SIZE = 64 * 1024 * 1024
+PROGRESS_EVERY = 5.0
 
 
 class _Beat:
@@ -86,6 +89,7 @@ class IncomingSide:
         self._gid: int | None = None
         self._events: EventLoop | None = None
         self.once_retry_cap = ONCE_MAX_SLEEP  # tests shorten the in-pass retry wait
+        self.retry_base = RETRY_BASE          # first backoff step of a failed item, seconds
         register = getattr(remote, "register_root", None)
         if register is not None:  # a 404 on these means "not shared", not "item vanished"
             register(mapping.folder_id, f"{mapping.key_path}.download_folder_id ({mapping.folder_id})")
@@ -262,43 +266,58 @@ class IncomingSide:
             start_id, shallow = self.m.folder_id, shallow and self.m.folder_id in known
         start_rel = known.get(start_id, "")
         rel0 = tuple(start_rel.split("/")) if start_rel else ()
-        files: list[RemoteFile] = []
         folders = [(start_id, start_rel, None, None, None)]
         stack = [(start_id, rel0)]
-        while stack:
-            fid, rel = stack.pop()
-            try:
-                items = list(self.remote.list_folder(fid))
-            except NotFoundError:
-                if fid == self.m.folder_id:
-                    raise self._root_missing() from None
-                continue  # removed while we walked
-            except (RetryableError, SetupError):
-                raise
-            except ItemError as e:
-                if fid == self.m.folder_id:
-                    raise
-                log.warning("%s: cannot list Box folder %s (%s): %s; its files wait for the next "
-                            "listing", self.name, "/".join(rel), fid, e,
-                            extra={"fields": {"MAPPING": self.mapping}})
-                continue
-            self._beat(600)
-            for it in items:
-                if it.type == "folder":
-                    if it.id == self.m.archive_folder_id:
-                        continue  # an archive inside the tree must not feed back
-                    sub = rel + (it.name,)
-                    folders.append((it.id, "/".join(sub), fid, it.etag, it.modified_at))
-                    if not shallow or known.get(it.id) != "/".join(sub):
-                        stack.append((it.id, sub))
-                elif it.type == "file":
-                    files.append(RemoteFile(it.id, rel + (it.name,), it.sha1, it.version_id,
-                                            it.size, fid))
-            if self._stop.is_set():
-                return 0
-        state.save_folders(conn, self.mapping, folders,
-                           replace_under=None if shallow else start_rel)
         recs = state.records(conn, self.mapping)
+        queued = 0
+        complete = False
+        try:
+            while stack:
+                fid, rel = stack.pop()
+                try:
+                    items = list(self.remote.list_folder(fid))
+                except NotFoundError:
+                    if fid == self.m.folder_id:
+                        raise self._root_missing() from None
+                    continue  # removed while we walked
+                except (RetryableError, SetupError):
+                    raise
+                except ItemError as e:
+                    if fid == self.m.folder_id:
+                        raise
+                    log.warning("%s: cannot list Box folder %s (%s): %s; its files wait for the next "
+                                "listing", self.name, "/".join(rel), fid, e,
+                                extra={"fields": {"MAPPING": self.mapping}})
+                    continue
+                self._beat(600)
+                files: list[RemoteFile] = []
+                for it in items:
+                    if it.type == "folder":
+                        if it.id == self.m.archive_folder_id:
+                            continue  # an archive inside the tree must not feed back
+                        sub = rel + (it.name,)
+                        folders.append((it.id, "/".join(sub), fid, it.etag, it.modified_at))
+                        if not shallow or known.get(it.id) != "/".join(sub):
+                            stack.append((it.id, sub))
+                    elif it.type == "file":
+                        files.append(RemoteFile(it.id, rel + (it.name,), it.sha1, it.version_id,
+                                                it.size, fid))
+                # Queue per folder as listed: a walk cut short by a Box hiccup still
+                # hands over what it saw, so a flaky connection makes progress.
+                n = self._queue_files(conn, recs, files)
+                if n:
+                    queued += n
+                    self._wake_workers.set()
+                if self._stop.is_set():
+                    return queued
+            complete = True
+        finally:
+            # Only a complete walk may forget folders that were not seen.
+            state.save_folders(conn, self.mapping, folders,
+                               replace_under=start_rel if complete and not shallow else None)
+        return queued
+
+    def _queue_files(self, conn, recs: dict, files: list[RemoteFile]) -> int:
         queued = 0
         for rf in files:
             rec = recs.get(rf.file_id)
@@ -315,8 +334,6 @@ class IncomingSide:
                 continue
             state.enqueue(conn, self.mapping, rf)
             queued += 1
-        if queued:
-            self._wake_workers.set()
         return queued
 
     def _scan_with_retries(self, conn) -> bool:
@@ -514,7 +531,7 @@ class IncomingSide:
                         lambda: self.remote.download(rf.file_id, version_id=rf.version_id),
                         dest, final_name, file_id=rf.file_id, expected_sha1=rf.sha1,
                         expected_size=rf.size, replace=plan.replace, file_mode=self.m.file_mode,
-                        gid=self._gid, progress=lambda n: self._beat(600))
+                        gid=self._gid, progress=self._progress_reporter(plan.relpath, rf))
                 except downloader.TargetExists:
                     continue  # someone took the name meanwhile: plan again
                 state.mark_placed(conn, self.mapping, rf.file_id, relpath=plan.relpath, sha1=placed.sha1,
@@ -539,16 +556,36 @@ class IncomingSide:
         except (downloader.ChecksumMismatch, downloader.LocalWriteError, downloader.TargetExists) as e:
             return self._retry_later(conn, row, rf, str(e), None)
         except ItemError as e:
-            return self._retry_later(conn, row, rf, str(e), None, base=60.0)
+            return self._retry_later(conn, row, rf, str(e), None, base=12 * self.retry_base)
         except BoxError as e:
             return self._retry_later(conn, row, rf, str(e), None)
         except Exception as e:  # a bug: keep the traceback, keep the item queued
             log.exception("%s: internal error while fetching %s", self.name, shown)
             return self._retry_later(conn, row, rf, f"internal error: {type(e).__name__}: {e}", None,
-                                     base=60.0)
+                                     base=12 * self.retry_base)
+
+    def _progress_reporter(self, relpath: str, rf: RemoteFile):
+        """Heartbeat on every chunk; a progress line every PROGRESS_EVERY seconds for
+        large files, so an admin sees a long transfer is alive."""
+        started = last = time.monotonic()
+        total = rf.size or 0
+
+        def report(done: int) -> None:
+            nonlocal last
+            self._beat(600)
+            now = time.monotonic()
+            if total >= PROGRESS_MIN_SIZE and now - last >= PROGRESS_EVERY:
+                last = now
+                rate = done / max(now - started, 1e-6) / 1e6
+                log.info("downloading %s: %d%% of %.0f MB, %.1f MB/s", relpath, done * 100 // total,
+                         total / 1e6, rate, extra={"fields": {"MAPPING": self.mapping,
+                                                              "ACTION": "progress", "PATH": relpath,
+                                                              "BOX_FILE_ID": rf.file_id}})
+        return report
 
     def _retry_later(self, conn, row: state.Row, rf: RemoteFile, error: str, retry_after,
-                     base: float = 5.0) -> str:
+                     base: float | None = None) -> str:
+        base = self.retry_base if base is None else max(base, self.retry_base)
         delay = backoff_delay(row.attempts, retry_after, base=base)
         state.mark_failed(conn, self.mapping, rf.file_id, error, time.time() + delay)
         if row.attempts in (1, 3) or row.attempts % 10 == 0:

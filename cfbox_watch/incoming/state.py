@@ -144,6 +144,12 @@ def records(conn: sqlite3.Connection, mapping: str) -> dict[str, Record]:
     return {r.file_id: r.record() for r in all_rows(conn, mapping)}
 
 
+# The listing's snapshot may be older than a worker's result: a row that reached
+# done/skipped for exactly this Box content must stay so (planner.content_key in SQL).
+_SAME = ("COALESCE(LOWER(in_files.seen_sha1), 'v:' || in_files.seen_version, '') = "
+         "COALESCE(LOWER(excluded.remote_sha1), 'v:' || excluded.remote_version, '')")
+
+
 def enqueue(conn: sqlite3.Connection, mapping: str, remote: RemoteFile, now: float | None = None) -> None:
     """Queue (or refresh the wanted version of) one Box file; an active row keeps its
     status so a running worker is not disturbed, a failed row keeps its backoff."""
@@ -159,8 +165,12 @@ def enqueue(conn: sqlite3.Connection, mapping: str, remote: RemoteFile, now: flo
                    remote_sha1=excluded.remote_sha1, remote_version=excluded.remote_version,
                    remote_size=excluded.remote_size, updated_at=excluded.updated_at,
                    status=CASE WHEN in_files.status IN ('active','failed') THEN in_files.status
+                               WHEN in_files.status IN ('done','skipped') AND """ + _SAME + """
+                                   THEN in_files.status
                                ELSE 'pending' END,
                    attempts=CASE WHEN in_files.status IN ('active','failed') THEN in_files.attempts
+                                 WHEN in_files.status IN ('done','skipped') AND """ + _SAME + """
+                                     THEN in_files.attempts
                                  ELSE 0 END""",
             (mapping, remote.file_id, path, remote.parent_id, remote.sha1, remote.version_id,
              remote.size, now),

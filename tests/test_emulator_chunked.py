@@ -64,6 +64,13 @@ def test_part_rules(small_parts, box_client):
         client.chunked_uploads.upload_file_part(s.id, io.BytesIO(other), sha_b64(other), f"bytes 0-{PART - 1}/{len(data)}")
     assert ei.value.response_info.status_code == 409
     assert ei.value.response_info.code == "range_overlaps_existing_part"
+    again = client.chunked_uploads.upload_file_part(s.id, io.BytesIO(first), sha_b64(first),
+                                                    f"bytes 0-{PART - 1}/{len(data)}")
+    assert again.part.sha_1 == hashlib.sha1(first).hexdigest()  # identical bytes: the stored part
+    emu.control.settings(strict_parts=True)
+    with pytest.raises(BoxAPIError) as ei:
+        client.chunked_uploads.upload_file_part(s.id, io.BytesIO(first), sha_b64(first), f"bytes 0-{PART - 1}/{len(data)}")
+    assert ei.value.response_info.code == "range_overlaps_existing_part"
     with pytest.raises(BoxAPIError) as ei:  # not aligned to part_size
         client.chunked_uploads.upload_file_part(s.id, io.BytesIO(other), sha_b64(other), f"bytes 10-{PART + 9}/{len(data)}")
     assert ei.value.response_info.status_code == 416

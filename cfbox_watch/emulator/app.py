@@ -22,6 +22,7 @@ DEFAULT_SETTINGS = {
     "commit_202": 0,                      # first N commits of each session answer 202
     "download_202": 0,                    # first N downloads of each new version answer 202
     "conflicts_shape": "list",            # "list" (OpenAPI) or "object" (Box's own clients)
+    "strict_parts": False,                # True: re-sending even identical part bytes is a 409
     "session_ttl": 7 * 24 * 3600.0,
     "longpoll_hold": 30.0,
     "app_authorized": True,

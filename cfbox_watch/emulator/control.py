@@ -72,7 +72,7 @@ class EmulatorControl:
         self._call("POST", "rate_limits", {"api_per_minute": api_per_minute, "uploads_per_minute": uploads_per_minute})
 
     def settings(self, **kw) -> dict:
-        """token_ttl, part_size, chunk_min, file_size_limit, direct_upload_max, commit_202, download_202,
+        """token_ttl, part_size, chunk_min, file_size_limit, direct_upload_max, strict_parts, commit_202, download_202,
         conflicts_shape ("list"|"object"), session_ttl, longpoll_hold, app_authorized."""
         return self._call("POST", "settings", kw)
 

@@ -129,13 +129,13 @@ class IncomingSide:
         self._wake_workers.set()
 
     def join(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = [t for t in self._threads if t.is_alive()]
         # The events thread may sit in a long-poll (up to ~10 min); it touches no
-        # files and is a daemon thread, so it does not hold up a shutdown.
-        alive = [t for t in alive if not t.name.endswith(":events")]
+        # files and is a daemon thread, so a shutdown does not wait for it.
+        deadline = time.monotonic() + timeout
+        mine = [t for t in self._threads if not t.name.endswith(":events")]
+        for t in mine:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t for t in mine if t.is_alive()]
         if not alive and self._state == "running":
             self._state = "stopped"
         return not alive

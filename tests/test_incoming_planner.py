@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import unicodedata
@@ -214,3 +215,96 @@ def test_backoff_grows_with_jitter_and_honours_retry_after():
     assert min(d5) > max(d1)
     assert backoff_delay(1, 120, rng=rng) >= 120
     assert backoff_delay(50, rng=rng) <= 900 * 1.5
+
+
+# -- a model of one folder over time ----------------------------------------------------
+
+step = st.one_of(
+    st.tuples(st.just("version"), st.sampled_from(["1", "2", "3"])),
+    st.tuples(st.just("edit"), st.sampled_from(["a.jpg", "a (2).jpg", "b.jpg", "Café.jpg"])),
+    st.tuples(st.just("delete"), st.sampled_from(["a.jpg", "a (2).jpg", "b.jpg", "Café.jpg"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(step, max_size=12),
+    foreign=st.lists(st.sampled_from(["a.jpg", "b.jpg", "Café.jpg", "a (2).jpg"]), max_size=3, unique=True),
+    policy=st.sampled_from(["keep_both", "skip", "overwrite"]),
+)
+def test_model_studio_work_is_never_lost_and_each_box_file_has_one_path(steps, foreign, policy):
+    """Box files 1 and 2 share the name a.jpg over time (2 arrives after 1 is gone from
+    the name, as a re-upload would), 3 is an NFD 'Café.jpg'.  The studio edits and deletes
+    files between syncs.  Invariants: studio content survives (except our own copy under
+    `overwrite`), and no version is fetched twice."""
+    nfd = unicodedata.normalize("NFD", "Café.jpg")
+    names = {"1": "a.jpg", "2": "a.jpg", "3": nfd}
+    fs: dict[str, tuple[bytes, int]] = {}   # actual name -> (content, mtime)
+    clock = [0]
+
+    def write(name, content):
+        clock[0] += 1
+        fs[name] = (content, clock[0])
+
+    for n in foreign:
+        write(n, f"studio {n}".encode())
+    studio = {c for c, _ in fs.values()}     # contents the studio made
+    recs: dict[str, Record] = {}
+    versions = {"1": 0, "2": 0, "3": 0}
+    fetched: list[tuple[str, int]] = []
+    gone: set[str] = set()
+
+    def sync():
+        for fid in ("1", "2", "3"):
+            if versions[fid] == 0 or fid in gone:
+                continue
+            content = f"box {fid} v{versions[fid]}".encode()
+            h = hashlib.sha1(content).hexdigest()
+            remote = RemoteFile(fid, (names[fid],), sha1=h, size=len(content))
+            rec = recs.get(fid)
+            if not needs_work(remote, rec):
+                continue
+            parts, problem = local_parts(remote.box_path)
+            assert problem is None
+            ents = {unicodedata.normalize("NFC", n): LocalEntry(n, True, len(c), m) for n, (c, m) in fs.items()}
+            entry = ents.get(parts[-1])
+            tsha = hashlib.sha1(fs[entry.name][0]).hexdigest() if entry and entry.size == len(content) else None
+            p = plan_placement(h, parts, rec if rec and rec.relpath else None, ents, policy, target_sha1=tsha)
+            if p.action == "skip":
+                recs[fid] = Record(fid, "skipped", names[fid], rec.relpath, rec.sha1, rec.local_size,
+                                   rec.local_mtime_ns, seen_sha1=h)
+                continue
+            if p.action == "download":
+                if not p.replace:
+                    assert unicodedata.normalize("NFC", p.relpath) not in ents
+                else:
+                    old = fs.get(p.relpath, (b"", 0))[0]
+                    assert old not in studio or policy == "overwrite"
+                fetched.append((fid, versions[fid]))
+                write(p.relpath, content)
+            c, m = fs[p.relpath]
+            recs[fid] = Record(fid, "done", names[fid], p.relpath, h, len(c), m, seen_sha1=h)
+
+    for kind, arg in steps:
+        if kind == "version":
+            # Box names are unique per folder: 2 ("a.jpg") arrives only after 1 is gone.
+            if arg == "2":
+                gone.add("1")
+            if arg in gone:
+                continue
+            versions[arg] += 1
+        elif kind == "edit" and arg in fs:
+            content = f"studio edit {clock[0]}".encode()
+            studio.discard(fs[arg][0])  # the studio replaced its own earlier content
+            studio.add(content)
+            write(arg, content)
+        elif kind == "delete" and arg in fs:
+            studio.discard(fs[arg][0])
+            del fs[arg]
+        sync()
+    assert len(fetched) == len(set(fetched))  # no version twice
+    # every studio content still exists somewhere, unless policy overwrite replaced an
+    # edit of our own copy
+    if policy != "overwrite":
+        have = {c for c, _ in fs.values()}
+        assert studio <= have

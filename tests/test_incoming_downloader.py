@@ -110,3 +110,20 @@ def test_disk_full_is_a_clear_error_naming_the_folder(tmp_path):
         assert (mnt / "small.tif").read_bytes() == small
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_group_is_applied_and_unknown_group_is_explained(tmp_path):
+    import grp
+    try:
+        g = grp.getgrnam("daemon")
+    except KeyError:
+        pytest.skip("no 'daemon' group on this machine")
+    gid = downloader.resolve_gid("daemon")
+    assert gid == g.gr_gid
+    d = downloader.ensure_dirs(tmp_path, ["sub"], 0o2775, gid)
+    downloader.download(chunks_of(b"x"), d, "a.jpg", file_id="1", expected_sha1=sha(b"x"),
+                        expected_size=1, replace=False, gid=gid)
+    assert (d / "a.jpg").stat().st_gid == gid and d.stat().st_gid == gid
+    with pytest.raises(downloader.LocalWriteError) as e:
+        downloader.resolve_gid("no-such-studio-group")
+    assert "no-such-studio-group" in str(e.value) and "does not exist" in str(e.value)

@@ -86,6 +86,9 @@ def match(method: str, path: str) -> tuple[Route | None, dict, bool]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, delayed ACK stalls the
+    # second write ~40 ms on every keep-alive request.
+    disable_nagle_algorithm = True
     server_version = "cfbox-emulator"
     sys_version = ""
 

@@ -54,9 +54,9 @@ class TreeMembership:
         self.outside: set[str] = set()
         self.inside: set[str] = set()
 
-    def forget(self, folder_id: str) -> None:
-        self.outside.discard(folder_id)
-        self.inside.discard(folder_id)
+    def forget_all(self) -> None:
+        self.outside.clear()
+        self.inside.clear()
 
     def contains(self, folder_id: str | None) -> bool:
         if not folder_id:
@@ -65,12 +65,16 @@ class TreeMembership:
         chain: list[str] = []
         fid: str | None = folder_id
         for _ in range(MAX_CHAIN):
-            if fid is None or fid in self.skip or fid in self.outside or fid == "0":
+            if fid is None or fid in self.skip or fid == "0":
                 self.outside.update(chain)
                 return False
+            # The last listing wins over cached answers (a folder moved in since).
             if fid == self.root_id or fid in known or fid in self.inside:
                 self.inside.update(chain)
                 return True
+            if fid in self.outside:
+                self.outside.update(chain)
+                return False
             chain.append(fid)
             try:
                 fid = self.remote.get_folder(fid).parent_id
@@ -87,8 +91,8 @@ def folders_to_check(events, tree: TreeMembership) -> set[str]:
         item = ev.item
         if item is None or ev.event_type not in INTERESTING:
             continue
-        if item.type == "folder":
-            tree.forget(item.id)
+        if item.type == "folder" and ev.event_type in ("ITEM_MOVE", "ITEM_UNDELETE_VIA_TRASH"):
+            tree.forget_all()  # a moved folder takes its whole subtree in or out
         if tree.contains(item.parent_id):
             out.add(item.parent_id)
     return out

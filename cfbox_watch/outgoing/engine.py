@@ -71,6 +71,7 @@ class OutgoingSide:
         self._conn: sqlite3.Connection | None = None
         self._rand = random.Random()
         self.once_max_attempts = ONCE_MAX_ATTEMPTS
+        self.retry_base = 1.0     # seconds; the first backoff step (tests shorten it)
         if hasattr(remote, "register_root"):
             # a 404 on the mapping's own folder means "not shared": stop, don't retry
             remote.register_root(mapping.folder_id, mapping.key_path)
@@ -324,21 +325,25 @@ class OutgoingSide:
                        keep_under=snap.unreadable)
 
     def _handle_hints(self, conn, first: watcher.Hint) -> None:
-        hints = {first}
+        ordered = [first]   # order matters for write/close pairs; duplicates do not
         while True:
             try:
-                hints.add(self._hints.get_nowait())
+                ordered.append(self._hints.get_nowait())
             except queue.Empty:
                 break
         now = time.time()
-        for h in hints:
+        for h in ordered:
             if self._mode != "inotify":
                 break  # polling never reports a close
             if h.write == "write":
                 self._open_writes[h.relpath] = now
             elif h.write == "closed":
                 self._open_writes.pop(h.relpath, None)
-        for h in sorted(hints, key=lambda h: h.relpath):
+        seen: set[tuple[str, bool]] = set()
+        for h in sorted(ordered, key=lambda h: h.relpath):
+            if (h.relpath, h.is_dir) in seen:
+                continue
+            seen.add((h.relpath, h.is_dir))
             if not self._inside_root(h.relpath):
                 continue  # reached through a symlink: never followed out of the root
             if h.relpath == "" or h.is_dir or (self.root / h.relpath).is_dir():
@@ -456,7 +461,8 @@ class OutgoingSide:
             state.set_status(conn, self.mapping, rel, "pending", expect="uploading")
         except RetryableError as e:
             attempts = row["attempts"] + 1
-            delay = planner.backoff(attempts, e.retry_after, self._rand.random())
+            delay = planner.backoff(attempts, e.retry_after, self._rand.random(),
+                                    base=self.retry_base)
             state.set_status(conn, self.mapping, rel, "pending", expect="uploading",
                              attempts=attempts, next_attempt=time.time() + delay,
                              last_error=str(e))

@@ -127,15 +127,15 @@ def renamed(name: str, n: int) -> str:
 
 
 def backoff(attempts: int, retry_after: float | None, rand: float,
-            cap: float = 300.0) -> float:
+            cap: float = 300.0, base: float = 1.0) -> float:
     """Seconds before a failed job is tried again.
 
     `retry_after` (Box's Retry-After) is a floor, not a suggestion; otherwise
-    exponential from 1 s, capped, with jitter in [50 %, 100 %] so that many workers
+    exponential from `base` seconds, capped, with jitter in [50 %, 100 %] so that many workers
     that failed together do not return together.  `rand` is in [0, 1).
     """
-    base = min(cap, float(2 ** min(attempts, 20)))
-    delay = base * (0.5 + rand / 2)
+    delay = min(cap, base * float(2 ** min(attempts - 1 if attempts > 0 else 0, 20)))
+    delay *= 0.5 + rand / 2
     if retry_after is not None and retry_after > 0:
         delay = max(retry_after * (1 + rand / 10), min(delay, retry_after * 2))
     return delay

@@ -390,3 +390,55 @@ def test_chunked_upload_resumes_after_kill_9(emulator_factory, tmp_path):
     resent = put_parts(emu.control.counters())
     assert 0 < resent <= total_parts - 6
     assert emu.control.counters().get("POST /api/2.0/files/upload_sessions", 0) == 0  # no new session
+
+
+def test_live_watch_new_subfolders_moves_in_renames_and_overflow_rescan(env):
+    emu, root, sd = env
+    outside = root.parent / "elsewhere"
+    write(outside, "batch/inner/one.txt", b"one")
+    write(outside, "batch/two.txt", b"two")
+    side = make_side(info(emu), root, sd, rescan_interval=3600)
+    side.start()
+    try:
+        wait_for(side.ready)
+        assert side.summary()["state"] == "running" and side.heartbeat()
+        write(root, "new/sub/dir/a.txt", b"a")                 # new nested subfolders
+        os.rename(outside / "batch", root / "batch")             # a folder moved in, with files
+        write(root, "first.txt", b"name")
+        box = lambda: emu.control.files(emu.folders["delivery"])
+        wait_for(lambda: {"new/sub/dir/a.txt", "batch/inner/one.txt", "batch/two.txt",
+                          "first.txt"} <= set(box()))
+        os.rename(root / "first.txt", root / "renamed.txt")       # a rename: the new name arrives
+        wait_for(lambda: "renamed.txt" in box())
+        # a lost event (inotify queue overflow) is repaired by the rescan it triggers
+        side._observer.stop()
+        side._observer.join(5)
+        write(root, "missed.txt", b"missed")
+        time.sleep(0.5)
+        assert "missed.txt" not in box()
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost")
+        wait_for(lambda: "missed.txt" in box())
+        s = side.summary()
+        assert s["queued"] == 0 and s["done_today"] == 6 and s["last_success"]
+    finally:
+        side.request_stop()
+        assert side.join(10)
+    on_box = box()
+    assert on_box["first.txt"]["sha1"] == on_box["renamed.txt"]["sha1"] == sha1(b"name")
+    assert all(n["version_count"] == 1 for n in on_box.values())
+
+
+def test_poll_mode_sees_new_files(env):
+    emu, root, sd = env
+    side = make_side(info(emu), root, sd, watch="poll")
+    side.poll_interval = 0.3
+    side.start()
+    try:
+        wait_for(side.ready)
+        assert side._mode == "poll"
+        write(root, "polled/x.txt", b"x")
+        wait_for(lambda: "polled/x.txt" in emu.control.files(emu.folders["delivery"]))
+    finally:
+        side.request_stop()
+        assert side.join(10)

@@ -117,9 +117,15 @@ class HintHandler(FileSystemEventHandler):
         # carry no news and would only feed back into the queue.
         if event.event_type in ("opened", "closed_no_write"):
             return
+        # A folder's "modified" only says its listing changed; the created/deleted/moved
+        # events of its entries say what changed, so rescanning the folder is waste.
+        if event.is_directory and event.event_type == "modified":
+            return
         write = ""
         if not event.is_directory:
-            if event.event_type in ("modified", "created"):
+            # Only a real write means a writer may hold the file open; "created" is
+            # also synthesised for files inside a folder that was moved in.
+            if event.event_type == "modified":
                 write = "write"
             elif event.event_type == "closed":
                 write = "closed"

@@ -442,3 +442,35 @@ def test_poll_mode_sees_new_files(env):
     finally:
         side.request_stop()
         assert side.join(10)
+
+
+def test_chunked_commit_202_and_expired_session_recovery(emulator_factory, tmp_path):
+    emu = emulator_factory("--part-size", str(128 * 1024), "--chunk-min", "500000")
+    emu.control.settings(commit_202=2)          # Box still assembling: 202 + Retry-After twice
+    root = tmp_path / "export"
+    data = os.urandom(1_300_000)
+    write(root, "a.bin", data)
+    side = make_side(info(emu), root, tmp_path / "state", chunked_threshold=500_000)
+    assert side.run_once()
+    node = emu.control.files(emu.folders["delivery"])["a.bin"]
+    assert node["sha1"] == sha1(data)
+    c = emu.control.counters()
+    assert c.get("POST /api/2.0/files/upload_sessions/{id}/commit", 0) >= 3
+
+    # A recorded session that Box has expired is replaced by a new one (new version).
+    emu.control.settings(commit_202=0)
+    data2 = os.urandom(1_300_000)
+    (root / "a.bin").write_bytes(data2)
+    conn = open_db(db_path(tmp_path / "state"))
+    from cfbox_watch.outgoing.scanner import stat_file
+    from cfbox_watch.outgoing.uploader import Uploader
+    st = stat_file(root, "a.bin")
+    up = Uploader(side.remote, conn, "studio")
+    session, _ = up._session(st, emu.folders["delivery"], "a.bin", node["id"])
+    up.remote.upload_part(session.id, data2[:128 * 1024], 0, len(data2))
+    emu.control.expire_sessions()
+    emu.control.reset_counters()
+    assert side.run_once()
+    node = emu.control.files(emu.folders["delivery"])["a.bin"]
+    assert node["sha1"] == sha1(data2) and node["version_count"] == 2
+    assert state.get_session(conn, "studio", "a.bin") is None

@@ -38,6 +38,12 @@ from box_sdk_gen.box.errors import BoxAPIError, BoxSDKError
 from box_sdk_gen.internal.utils import DefaultPrivateKeyDecryptor, PrivateKeyDecryptor
 from box_sdk_gen.managers.files import UpdateFileByIdParent
 from box_sdk_gen.managers.folders import CreateFolderParent
+from box_sdk_gen.managers.webhooks import (
+    CreateWebhookTarget,
+    CreateWebhookTargetTypeField,
+    CreateWebhookTriggers,
+    UpdateWebhookByIdTriggers,
+)
 from box_sdk_gen.managers.uploads import (
     PreflightFileUploadCheckParent,
     UploadFileAttributes,
@@ -153,6 +159,23 @@ def event_from_json(d: Mapping[str, Any]) -> BoxEvent:
         item=item,
         created_at=d.get("created_at"),
     )
+
+
+@dataclass(frozen=True)
+class RemoteWebhook:
+    id: str
+    target_id: str | None
+    target_type: str | None        # "folder" | "file"
+    address: str
+    triggers: tuple[str, ...]
+
+
+def webhook_from_json(d: Mapping[str, Any]) -> RemoteWebhook:
+    target = d.get("target") or {}
+    return RemoteWebhook(id=str(d.get("id")),
+                         target_id=str(target["id"]) if target.get("id") is not None else None,
+                         target_type=target.get("type"), address=str(d.get("address") or ""),
+                         triggers=tuple(str(t) for t in d.get("triggers") or ()))
 
 
 def _raw(obj: Any) -> dict:
@@ -969,3 +992,34 @@ class BoxRemote:
             return "new_change" if message == "new_change" else "reconnect"
         finally:
             resp.close()
+
+    # -- webhooks (V2) -----------------------------------------------------------
+
+    def list_webhooks(self) -> list[RemoteWebhook]:
+        """The app user's webhooks (Box lists those on items the caller owns or sees)."""
+        out: list[RemoteWebhook] = []
+        marker = None
+        while True:
+            page = _raw(self._call("listing webhooks", self._client.webhooks.get_webhooks,
+                                   marker=marker, limit=1000))
+            out.extend(webhook_from_json(w) for w in page.get("entries") or [] if isinstance(w, Mapping))
+            marker = page.get("next_marker")
+            if not marker:
+                return out
+
+    def create_webhook(self, folder_id, address: str, triggers: Iterable[str]) -> RemoteWebhook:
+        """A V2 webhook on a folder; Box allows one per folder and app user (409 otherwise)."""
+        w = self._call(f"creating a webhook on folder {folder_id}", self._client.webhooks.create_webhook,
+                       CreateWebhookTarget(id=str(folder_id), type=CreateWebhookTargetTypeField.FOLDER),
+                       address, [CreateWebhookTriggers(t) for t in triggers], folders=[folder_id])
+        return webhook_from_json(_raw(w))
+
+    def update_webhook(self, webhook_id, *, address: str | None = None,
+                       triggers: Iterable[str] | None = None) -> RemoteWebhook:
+        w = self._call(f"updating webhook {webhook_id}", self._client.webhooks.update_webhook_by_id,
+                       str(webhook_id), address=address,
+                       triggers=None if triggers is None else [UpdateWebhookByIdTriggers(t) for t in triggers])
+        return webhook_from_json(_raw(w))
+
+    def delete_webhook(self, webhook_id) -> None:
+        self._call(f"deleting webhook {webhook_id}", self._client.webhooks.delete_webhook_by_id, str(webhook_id))

@@ -129,3 +129,27 @@ class EmulatorControl:
 
         walk(self.tree(folder_id), "")
         return out
+
+    # -- webhooks (V2) -------------------------------------------------------
+    def webhook_settings(self, **kw) -> dict:
+        """sign_with ("both"|"primary"|"secondary"|"wrong"|"none"), drop_next (the next N
+        notifications are lost), retry_delays (seconds between attempts), timeout."""
+        return self._call("POST", "webhooks/settings", kw)
+
+    def webhook_deliveries(self) -> list[dict]:
+        """Every delivery attempt: webhook_id, body_id, delivery_id, trigger, source_id,
+        address, attempt, status (None on a network error or a drop), error."""
+        return self._call("GET", "webhooks/deliveries")
+
+    def webhooks(self) -> list[dict]:
+        """Every registered webhook (any user), as Box's Webhook JSON."""
+        return self._call("GET", "webhooks/all")
+
+    def webhook_send(self, address: str, body, *, sign_with: str = "both", timestamp: str | None = None,
+                     age: float = 0.0, headers: dict | None = None, body_b64: str | None = None) -> dict:
+        """Send one crafted delivery signed with the app's keys (or as `sign_with` says);
+        `headers` override (None removes). Answers {status, body, headers}."""
+        return self._call("POST", "webhooks/send", {"address": address, "body": body, "sign_with": sign_with,
+                                                     "timestamp": timestamp, "age": age, "headers": headers,
+                                                     "body_b64": body_b64})
+

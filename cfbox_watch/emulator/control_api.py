@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from cfbox_watch.emulator import provision
+from cfbox_watch.emulator import provision, webhooks
 from cfbox_watch.emulator.http import ApiError, Request, Response
 from cfbox_watch.emulator.items import check_name, conflict_error, emit, viewers
 from cfbox_watch.emulator.shapes import item_full, item_mini
@@ -199,6 +199,7 @@ ROUTES = [
     ("GET", r"/_emulator/files/(?P<id>\w+)/content", file_content),
     ("GET", r"/_emulator/find", find),
     ("GET", r"/_emulator/item_count/(?P<id>\w+)", item_count),
+    *webhooks.CONTROL_ROUTES,
 ]
 
 

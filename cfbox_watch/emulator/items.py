@@ -62,6 +62,9 @@ def emit(app, event_type: str, row: dict, actor: str, before: set[str] = frozens
     row = app.store.item(row["id"])
     who = viewers(app, row) | set(before)
     app.store.add_event(event_type, row, actor, {u: item_full(app.store, u, row) for u in who})
+    from cfbox_watch.emulator.webhooks import on_item_event
+
+    on_item_event(app, event_type, row, actor)  # V2 webhooks on the item's ancestors
 
 
 # -- users -------------------------------------------------------------------

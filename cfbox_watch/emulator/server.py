@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from cfbox_watch.emulator import auth, control_api, downloads, events, items, sessions, uploads
+from cfbox_watch.emulator import auth, control_api, downloads, events, items, sessions, uploads, webhooks
 from cfbox_watch.emulator.app import Emulator
 from cfbox_watch.emulator.http import CHUNK, ApiError, BodyReader, Request, Response, Throttle
 from cfbox_watch.emulator.shapes import error_body
@@ -58,6 +58,11 @@ ROUTES = [
     Route("GET", "/2.0/files/{id}/content", items.download),
     Route("GET", "/2.0/events", events.get_events),
     Route("OPTIONS", "/2.0/events", events.long_poll_info),
+    Route("GET", "/2.0/webhooks", webhooks.list_webhooks),
+    Route("POST", "/2.0/webhooks", webhooks.create_webhook),
+    Route("GET", "/2.0/webhooks/{id}", webhooks.get_webhook),
+    Route("PUT", "/2.0/webhooks/{id}", webhooks.update_webhook),
+    Route("DELETE", "/2.0/webhooks/{id}", webhooks.delete_webhook),
     Route("POST", "/api/2.0/files/content", uploads.upload_file, upload=True),
     Route("POST", "/api/2.0/files/upload_sessions", sessions.create_session, upload=True),
     Route("POST", "/api/2.0/files/{id}/upload_sessions", sessions.create_version_session, upload=True),

@@ -5,7 +5,7 @@ Test hooks used here (both tiny, both documented where they live):
 - CFBOX_TEST_HANG_REMOTE=upload_file (cfbox_watch/daemon.py) makes that Box call block
   forever, so a real upload worker hangs;
 - the hang test starts the daemon with the outgoing engine's HUNG_AFTER lowered from
-  600 s to 2 s (a module constant set before main() runs), so it does not wait 10 min.
+  600 s to 3 s (a module constant set before main() runs), so it does not wait 10 min.
 """
 
 from __future__ import annotations
@@ -172,8 +172,9 @@ def test_ready_status_watchdog_reload_and_stop(tmp_path, emulator, notify):
         assert all(0.3 < g < 0.8 for g in gaps), gaps
 
         # STATUS kept current: it reports the upload as the last success.
-        wait_until(lambda: any("last never" not in m and m.startswith("STATUS=acme")
-                               for _, m in notify.snapshot()), 10, "STATUS with a last success")
+        wait_until(lambda: any(line.startswith("STATUS=acme: 0 queued") and "last never" not in line
+                               for _, m in notify.snapshot() for line in m.split("\n")),
+                   10, "STATUS with a last success")
 
         # SIGHUP with a valid new config: a delivery mapping is added, acme keeps running.
         write_yaml(cfg, emulator, root, delivery=True)
@@ -225,16 +226,22 @@ def test_hung_worker_stops_watchdog_pings(tmp_path, emulator, notify):
     write_yaml(cfg, emulator, root, shutdown_grace="2s")
     log = tmp_path / "daemon.log"
     proc = start_daemon(cfg, notify, log, env_extra={"CFBOX_TEST_HANG_REMOTE": "upload_file"},
-                        prelude="import cfbox_watch.outgoing.engine as e; e.HUNG_AFTER = 2.0")
+                        prelude="import cfbox_watch.outgoing.engine as e; e.HUNG_AFTER = 3.0")
     try:
         notify.wait_for("READY=1", 60)
         time.sleep(1.5)
         assert notify.count("WATCHDOG=1") >= 2  # healthy while idle
         (root / "out" / "stuck.png").write_bytes(png_bytes(16, 16, 5))
-        wait_until(lambda: "no progress in acme:out" in log.read_text(), 20, "the hang to be noticed")
-        before = notify.count("WATCHDOG=1")
-        time.sleep(2.5)  # five ping periods
-        assert notify.count("WATCHDOG=1") == before, "pings must stop while a worker hangs"
+        wait_until(lambda: "upload_file() blocks forever" in log.read_text(), 30,
+                   "the upload worker to hang in the Box call")
+
+        def pings_stopped():
+            n = notify.count("WATCHDOG=1")
+            time.sleep(2.5)  # five ping periods
+            return notify.count("WATCHDOG=1") == n
+
+        wait_until(pings_stopped, 20, "WATCHDOG=1 to stop while a worker hangs")
+        assert "no progress in acme:out" in log.read_text()
         assert proc.poll() is None  # it is systemd that restarts it, not the daemon
         t0 = time.monotonic()
         assert stop(proc) == 0  # the hung thread is abandoned after shutdown_grace

@@ -90,3 +90,33 @@ def test_event_loop_dedups_and_persists_position(emulator, tmp_path):
     assert seen == [{f["download"]}]
     stop2.set()
     t2.join(5)
+
+
+def test_a_refused_stream_position_restarts_from_now_and_asks_for_a_listing(emulator, tmp_path):
+    ctl, f = emulator.control, emulator.folders
+    ctl.settings(longpoll_hold=2)
+    db = tmp_path / "state.sqlite3"
+    conn = open_db(db)
+    state.ensure(conn)
+    state.save_stream(conn, "k", "not-a-position")
+    conn.close()
+    seen: list[set[str]] = []
+    stop = threading.Event()
+    remote = remote_for(emulator)
+    loop = EventLoop(remote, db, "k", TreeMembership(remote, f["download"], known=lambda: {}),
+                     seen.append, stop)
+    t = threading.Thread(target=loop.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while loop.batches < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [{f["download"]}]  # the gap is covered by a full listing
+        ctl.vendor_upload(f["download"], "after.jpg", b"a")
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen[1:] == [{f["download"]}]
+    finally:
+        stop.set()
+        t.join(5)

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from cfbox_watch.errors import BoxError, NotFoundError, RetryableError, SetupError
+from cfbox_watch.errors import BoxError, ItemError, RetryableError, SetupError
 from cfbox_watch.incoming import state
 from cfbox_watch.incoming.planner import backoff_delay
 
@@ -78,7 +78,7 @@ class TreeMembership:
             chain.append(fid)
             try:
                 fid = self.remote.get_folder(fid).parent_id
-            except NotFoundError:
+            except ItemError:  # not found, or not ours to read: not in the tree
                 fid = None
         self.outside.update(chain)
         return False
@@ -176,6 +176,15 @@ class EventLoop:
                 log.error("event stream unavailable: %s; new files are still found by the listing "
                           "every poll_interval", e)
                 return
+            except ItemError as e:
+                # Box refused the stored position (e.g. older than Box keeps events):
+                # start again from now; a full listing covers the gap.
+                failures += 1
+                url = None
+                log.warning("event stream: %s; continuing from the current position", e)
+                pos = None
+                self.on_change({self.tree.root_id})
+                self._sleep(min(60.0, backoff_delay(failures, base=1.0, cap=60.0)))
             except BoxError as e:
                 failures += 1
                 url = None

@@ -125,7 +125,8 @@ def test_status_while_the_daemon_runs(tmp_path, emulator):
             time.sleep(0.3)
         check_shape(report)
         assert report["daemon"]["pid"] == proc.pid
-        assert {m["state"] for m in report["mappings"]} <= {"running", "idle"}
+        # the daemon refreshes its table every 2 s, so a Side may still read "starting"
+        assert {m["state"] for m in report["mappings"]} <= {"starting", "running", "idle"}
         assert report["connections"] == [{"name": "emu", "health": "ok", "message": None}]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -60,6 +60,10 @@ def test_units_have_what_issue_5_lists(name):
                        ("CapabilityBoundingSet", "")]:
         assert s[key] == [value], key
     assert "@system-service" in s["SystemCallFilter"]
+    # ~@privileged also removes chown, which the incoming side needs for `group:`; it must
+    # be allowed again after the deny list (later entries win).
+    filters = s["SystemCallFilter"]
+    assert filters.index("@chown") > filters.index("~@privileged @resources")
     assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     # The daemon's default shutdown_grace (20 s) must end before systemd's SIGKILL.
     from cfbox_watch.config_model import Config

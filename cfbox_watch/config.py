@@ -36,6 +36,7 @@ from cfbox_watch.config_model import (
     Connection,
     IncomingMapping,
     OutgoingMapping,
+    WebhookSettings,
 )
 from cfbox_watch.errors import ConfigError
 
@@ -467,6 +468,31 @@ CONNECTION_SCHEMA: dict[str, tuple[Parser, Any]] = {
     "uploads_per_minute": (p_int(1, 100_000), 200),
     "connect_timeout": (p_positive_duration, 10.0),
     "read_timeout": (p_positive_duration, 60.0),
+}
+
+def p_public_url(node: yaml.Node, ctx: _Ctx) -> str:
+    url = p_url(node, ctx)
+    parts = urlsplit(url)
+    if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise _Invalid(f"{url!r}: Box delivers webhooks only to https URLs (port 443, CA-signed "
+                       "certificate); give the reverse proxy's https address")
+    return url
+
+
+def p_listen(node: yaml.Node, ctx: _Ctx) -> tuple[str, int]:
+    value = _scalar(node)
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _Invalid(f"{text or value!r} is not host:port; e.g. 127.0.0.1:8470 (the address the "
+                       "reverse proxy forwards to)")
+    return host, int(port)
+
+
+WEBHOOKS_SCHEMA: dict[str, tuple[Parser, Any]] = {
+    "public_url": (p_public_url, _REQUIRED),
+    "listen": (p_listen, _REQUIRED),
 }
 
 OUTGOING_SCHEMA: dict[str, tuple[Parser, Any]] = {
@@ -902,10 +928,11 @@ def _connections(pair: tuple[yaml.Node, yaml.Node] | None, ctx: _Ctx) -> dict[st
             ctx.problem(name_node, path, "connection names use 1-64 letters, digits, '.', '_' "
                                          "or '-' (e.g. acme)")
             continue
-        v = _walk(value_node, path, CONNECTION_SCHEMA, ctx)
+        v = _walk(value_node, path, CONNECTION_SCHEMA, ctx, skip=("webhooks",))
         if v is None:
             out[name] = Connection(name=name, jwt_config=Path())   # known name, bad body
             continue
+        hooks = _webhooks(value_node, path, ctx)
         jwt_path = v.values.get("jwt_config")
         if jwt_path is None:
             pass    # already reported
@@ -936,8 +963,53 @@ def _connections(pair: tuple[yaml.Node, yaml.Node] | None, ctx: _Ctx) -> dict[st
             uploads_per_minute=v.values["uploads_per_minute"],
             connect_timeout=v.values["connect_timeout"],
             read_timeout=v.values["read_timeout"],
+            webhooks=hooks,
         )
+        if hooks is not None and jwt_path is not None and not checked.get(jwt_path, ([], []))[0]:
+            _check_webhook_keys(jwt_path, path, _webhooks_node(value_node) or value_node, ctx)
     return out
+
+
+def _webhooks(conn_node: yaml.Node, path: str, ctx: _Ctx) -> WebhookSettings | None:
+    """The optional `webhooks:` of a connection (docs/webhooks.md)."""
+    node = _webhooks_node(conn_node)
+    if node is None or _is_null(node):
+        return None
+    v = _walk(node, f"{path}.webhooks", WEBHOOKS_SCHEMA, ctx)
+    if v is None or v.values.get("public_url") is None or v.values.get("listen") is None:
+        return None
+    host, port = v.values["listen"]
+    return WebhookSettings(public_url=v.values["public_url"], listen_host=host, listen_port=port)
+
+
+def _webhooks_node(conn_node: yaml.Node) -> yaml.Node | None:
+    if not isinstance(conn_node, yaml.MappingNode):
+        return None
+    for key_node, value_node in conn_node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == "webhooks":
+            return value_node
+    return None
+
+
+def _check_webhook_keys(jwt_path: Path, path: str, node: yaml.Node, ctx: _Ctx) -> None:
+    """Webhook signature keys live in the app's config.json; say so at load time
+    rather than refusing every delivery later.  Never shows a key."""
+    try:
+        data = json.loads(Path(jwt_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # reported by check_jwt_file
+    hooks = data.get("webhooks") if isinstance(data, dict) else None
+    hooks = hooks if isinstance(hooks, dict) else {}
+    have = [k for k in ("primaryKey", "secondaryKey") if isinstance(hooks.get(k), str) and hooks[k].strip()]
+    if not have:
+        ctx.problem(node, f"{path}.webhooks",
+                    f"{jwt_path} has no webhooks.primaryKey or webhooks.secondaryKey; generate the "
+                    "signature keys in the Developer Console (your app > Webhooks > Manage signature "
+                    "keys), add them to config.json as {\"webhooks\": {\"primaryKey\": ..., "
+                    "\"secondaryKey\": ...}}, or remove `webhooks:`")
+    elif len(have) == 1:
+        ctx.warn(node, f"{path}.webhooks", f"{jwt_path} has only webhooks.{have[0]}; deliveries signed "
+                                           "with the other key will be refused (fine while rotating)")
 
 
 def _resolve_connection(v: _Values, path: str, connections: dict[str, Connection],

@@ -44,6 +44,16 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Box V2 webhooks for a connection (docs/webhooks.md): Box POSTs to `public_url`
+    (HTTPS at the studio's reverse proxy), which forwards to `listen_host:listen_port`."""
+
+    public_url: str
+    listen_host: str
+    listen_port: int
+
+
+@dataclass(frozen=True)
 class Connection:
     """One Box Custom App (one Dev Console config.json)."""
 
@@ -55,6 +65,7 @@ class Connection:
     uploads_per_minute: int = 200      # under Box's 240 uploads/min per user
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    webhooks: WebhookSettings | None = None
 
 
 @dataclass(frozen=True)

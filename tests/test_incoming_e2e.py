@@ -469,3 +469,22 @@ def test_running_side_retries_through_429_and_5xx_storm(emulator, tmp_path):
         side.request_stop()
         assert side.join(10)
     assert temporaries(root) == []
+
+
+def test_local_nfd_file_is_the_same_name(emulator, tmp_path):
+    """A studio Mac left NFD-named files in incoming; the vendor's NFC name matches them."""
+    ctl, dl = emulator.control, emulator.folders["download"]
+    root = tmp_path / "incoming"
+    root.mkdir()
+    same = unicodedata.normalize("NFD", "Tŕès.jpg")
+    other = unicodedata.normalize("NFD", "Ñu.jpg")
+    (root / same).write_bytes(b"identical")
+    (root / other).write_bytes(b"studio's")
+    ctl.vendor_upload(dl, unicodedata.normalize("NFC", "Tŕès.jpg"), b"identical")
+    ctl.vendor_upload(dl, unicodedata.normalize("NFC", "Ñu.jpg"), b"vendor's")
+    side = make_side(emulator, tmp_path)
+    assert side.run_once() is True
+    assert downloads(emulator) == 1  # the identical one is adopted, not fetched
+    assert local_files(root) == {same: b"identical", other: b"studio's", "Ñu (2).jpg": b"vendor's"}
+    ctl.reset_counters()
+    assert side.run_once() is True and downloads(emulator) == 0

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
+import unicodedata
+from collections.abc import Mapping
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,10 +32,9 @@ from cfbox_watch.errors import (
 from cfbox_watch.incoming import downloader, state
 from cfbox_watch.incoming.events import EventLoop, TreeMembership
 from cfbox_watch.incoming.planner import (
-    LocalEntry, RemoteFile, backoff_delay, is_temp_name, local_parts, needs_work, plan_placement,
+    LocalEntry, RemoteFile, backoff_delay, local_parts, needs_work, plan_placement,
     show_name, split_ext,
 )
-from cfbox_watch.names import nfc
 
 log = logging.getLogger("cfbox_watch.incoming.engine")
 
@@ -63,6 +65,49 @@ class _Beat:
         now = time.monotonic()
         with self._lock:
             return all(now - t <= allowed for t, allowed in self._marks.values())
+
+
+class _DirView(Mapping):
+    """The destination folder as the planner sees it: NFC name -> LocalEntry.
+
+    Looks up only the names the planner asks about (the target, keep-both candidates,
+    our earlier copy), in NFC and NFD spelling, instead of listing a folder that may
+    hold thousands of returned files for every download.  Other normalisation forms
+    are not matched; the no-clobber link still never overwrites them.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._seen: dict[str, LocalEntry | None] = {}
+
+    def _lookup(self, key: str) -> LocalEntry | None:
+        if key in self._seen:
+            return self._seen[key]
+        found = None
+        for cand in dict.fromkeys((key, unicodedata.normalize("NFD", key))):
+            try:
+                st = os.lstat(self.path / cand)
+            except OSError:
+                continue
+            found = LocalEntry(cand, stat.S_ISREG(st.st_mode), st.st_size, st.st_mtime_ns)
+            break
+        self._seen[key] = found
+        return found
+
+    def __getitem__(self, key: str) -> LocalEntry:
+        found = self._lookup(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._lookup(key) is not None
+
+    def __iter__(self):
+        raise TypeError("a destination folder view cannot be listed")
+
+    def __len__(self) -> int:
+        raise TypeError("a destination folder view cannot be listed")
 
 
 class IncomingSide:
@@ -452,19 +497,9 @@ class IncomingSide:
             f["DURATION_MS"] = ms
         return f
 
-    def _dir_entries(self, dest: Path) -> dict[str, LocalEntry]:
-        out: dict[str, LocalEntry] = {}
-        with os.scandir(dest) as it:
-            for e in it:
-                if is_temp_name(e.name):
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                out[nfc(e.name)] = LocalEntry(e.name, e.is_file(follow_symlinks=False), st.st_size,
-                                              st.st_mtime_ns)
-        return out
+    @staticmethod
+    def _dir_entries(dest: Path) -> "_DirView":
+        return _DirView(dest)
 
     @staticmethod
     def _sha1_of(path: Path) -> str | None:

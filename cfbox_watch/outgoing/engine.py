@@ -261,7 +261,7 @@ class OutgoingSide:
                 settling_since, _ = state.next_wake(conn, self.mapping)
                 timeout = 1.0
                 if settling_since is not None:
-                    timeout = max(0.05, min(timeout, settling_since + self.m.settle_time - time.time()))
+                    timeout = max(0.2, min(timeout, settling_since + self.m.settle_time - time.time()))
                 try:
                     hint = self._hints.get(timeout=timeout)
                     self._handle_hints(conn, hint)

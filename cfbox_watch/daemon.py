@@ -293,6 +293,7 @@ class Daemon:
     hung: tuple[str, ...] = ()
     stragglers: tuple[str, ...] = ()
     state_conn: sqlite3.Connection | None = None
+    state_path: Any = None
 
     # -- Sides
     def _remote_for(self, conn: Connection):
@@ -343,7 +344,8 @@ class Daemon:
         for key in self.specs:
             side = self.sides.get(key)
             if side is None:
-                out[key] = {"state": "error", "error": self.broken.get(key, "not running")}
+                out[key] = ({"state": "error", "error": self.broken[key]} if key in self.broken
+                            else {"state": "stopped", "error": None})
             else:
                 out[key] = _safe(side.summary, {"state": "unknown", "error": "summary() failed"},
                                  f"{key}: summary") or {}
@@ -372,12 +374,13 @@ class Daemon:
 
     def restart_stopped(self) -> None:
         keys = self.stopped_by_error()
-        if not keys:
+        broken = [k for k in self.broken if k in self.specs and k not in self.sides]
+        if not keys and not broken:
             return
-        log.info("retrying stopped mapping(s) %s (a set-up fix in Box may have happened)",
-                 ", ".join(keys))
+        log.info("retrying stopped mapping(s) %s (a set-up fix may have happened)",
+                 ", ".join(keys + broken))
         self.stop_sides(keys, 1.0)
-        self.start_sides(keys, self.specs)
+        self.start_sides(keys + broken, self.specs)
 
     def check_heartbeats(self) -> tuple[str, ...]:
         return tuple(k for k, s in self.sides.items() if not _safe(s.heartbeat, False, f"{k}: heartbeat"))
@@ -385,8 +388,13 @@ class Daemon:
     # -- state table for `status`
     def persist(self, state: str = "running") -> None:
         try:
+            path = dbmod.db_path(self.config.state_dir)
+            if self.state_conn is not None and self.state_path != path:  # state_dir reloaded
+                self.state_conn.close()
+                self.state_conn = None
             if self.state_conn is None:
-                self.state_conn = dbmod.open_db(dbmod.db_path(self.config.state_dir))
+                self.state_conn = dbmod.open_db(path)
+                self.state_path = path
                 dbmod.ensure_schema(self.state_conn, "daemon", DAEMON_MIGRATIONS)
             write_daemon_state(self.state_conn, os.getpid() if state != "stopped" else None,
                                self.specs, self.summaries(), state=state)
@@ -460,6 +468,9 @@ class Daemon:
                  signame, grace)
         late = self.stop_sides(list(self.sides), grace)
         self.persist("stopped")
+        if self.state_conn is not None:
+            self.state_conn.close()
+            self.state_conn = None
         if late:
             log.warning("still busy after %.0f s: %s; their work stays queued and resumes at the "
                         "next start", grace, ", ".join(late))

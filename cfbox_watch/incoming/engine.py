@@ -402,6 +402,7 @@ class IncomingSide:
             next_full = 0.0
             while not self._stop.is_set():
                 now = time.monotonic()
+                self._wake_poller.clear()  # before taking the requests: none is lost
                 with self._requests_lock:
                     wanted = self._requested
                     self._requested = set()
@@ -432,7 +433,6 @@ class IncomingSide:
                                 extra={"fields": {"MAPPING": self.mapping}})
                 self._beat(wait + 600)
                 self._wake_poller.wait(wait)
-                self._wake_poller.clear()
         finally:
             conn.close()
 

@@ -474,3 +474,16 @@ def test_chunked_commit_202_and_expired_session_recovery(emulator_factory, tmp_p
     node = emu.control.files(emu.folders["delivery"])["a.bin"]
     assert node["sha1"] == sha1(data2) and node["version_count"] == 2
     assert state.get_session(conn, "studio", "a.bin") is None
+
+
+def test_names_differing_only_in_case_do_not_overwrite_each_other(env):
+    emu, root, sd = env
+    write(root, "Look.raw", b"upper")
+    side = make_side(info(emu), root, sd)
+    assert side.run_once()
+    write(root, "look.raw", b"lower")
+    assert side.run_once() is False
+    on_box = emu.control.files(emu.folders["delivery"])
+    assert list(on_box) == ["Look.raw"] and on_box["Look.raw"]["version_count"] == 1
+    problems = side.summary()["problems"]
+    assert problems[0]["path"] == "look.raw" and "ignore case" in problems[0]["error"]

@@ -577,6 +577,10 @@ class OutgoingSide:
                 up.abandon(st.relpath)
             remote_sha1 = e.conflict_sha1
             cid, cetag = e.conflict_id, e.conflict_etag
+            other = state.other_owner(conn, self.mapping, cid, st.relpath) if cid else None
+            if other is not None:
+                raise ItemError(f"Box names ignore case: {st.relpath!r} and {other!r} would be "
+                                "the same Box file; rename one of them") from None
             if remote_sha1 is None and cid:
                 remote = self.remote.get_file(cid)
                 remote_sha1, cetag = remote.sha1, remote.etag

@@ -191,6 +191,14 @@ def restart_settle(conn: sqlite3.Connection, mapping: str, st: FileStat, now: fl
             (st.size, st.mtime_ns, st.inode, now, now, mapping, st.relpath))
 
 
+def other_owner(conn: sqlite3.Connection, mapping: str, box_file_id: str,
+                relpath: str) -> str | None:
+    """Another local file already sent as this Box file (Box names ignore case)."""
+    r = conn.execute("SELECT relpath FROM out_files WHERE mapping=? AND box_file_id=? AND relpath<>? "
+                     "LIMIT 1", (mapping, box_file_id, relpath)).fetchone()
+    return r[0] if r else None
+
+
 def delete(conn: sqlite3.Connection, mapping: str, relpath: str) -> None:
     with transaction(conn):
         conn.execute("DELETE FROM out_files WHERE mapping=? AND relpath=?", (mapping, relpath))

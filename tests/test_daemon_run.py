@@ -322,3 +322,43 @@ def test_setup_error_stops_only_that_mapping_and_reload_retries_it(tmp_path, emu
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_reload_that_changes_a_mapping_loses_no_queued_work(tmp_path, emulator, notify):
+    """A changed mapping is stopped and started again mid-queue; every file still arrives once."""
+    root = tmp_path / "studio"
+    cfg = tmp_path / "cfbox.yaml"
+    write_yaml(cfg, emulator, root, shutdown_grace="1s")
+    expected = {}
+    for i in range(16):
+        blob = png_bytes(40 + i, 40, i)
+        (root / "out" / f"f{i:02d}.png").write_bytes(blob)
+        expected[f"f{i:02d}.png"] = hashlib.sha1(blob).hexdigest()
+    emulator.control.faults(latency=0.4, path_regex=r"files/content")
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, notify, log)
+    try:
+        notify.wait_for("READY=1", 60)
+        wait_until(lambda: len(emulator.control.files(emulator.folders["upload"])) >= 2, 60,
+                   "the first uploads")
+        conf = yaml.safe_load(cfg.read_text())
+        conf["post_production"][0]["settle_time"] = "0.3s"   # a change: acme:out restarts
+        cfg.write_text(yaml.safe_dump(conf))
+        mark = len(notify.snapshot())
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("READY=1", 30, after=mark)
+        assert len(emulator.control.files(emulator.folders["upload"])) < len(expected)
+        emulator.control.clear_faults()
+        wait_until(lambda: len(emulator.control.files(emulator.folders["upload"])) == len(expected),
+                   60, "every file after the reload")
+        time.sleep(1.0)
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "acme:out: changed; stopping it" in text and "reloaded: 1 started, 1 stopped, 1 unchanged" in text
+    on_box = emulator.control.files(emulator.folders["upload"])
+    assert {k: v["sha1"] for k, v in on_box.items()} == expected
+    assert all(v.get("version_count", 1) == 1 for v in on_box.values())

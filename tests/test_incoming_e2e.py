@@ -488,3 +488,21 @@ def test_local_nfd_file_is_the_same_name(emulator, tmp_path):
     assert local_files(root) == {same: b"identical", other: b"studio's", "Ñu (2).jpg": b"vendor's"}
     ctl.reset_counters()
     assert side.run_once() is True and downloads(emulator) == 0
+
+
+def test_heartbeat_reports_a_stalled_download_and_recovers(emulator, tmp_path):
+    ctl, dl = emulator.control, emulator.folders["download"]
+    ctl.vendor_upload(dl, "slow.jpg", b"s" * 1000)
+    ctl.faults(latency=4.0, path_regex=r"^/_dl/")  # the content host answers nothing for 4 s
+    side = make_side(emulator, tmp_path, poll_interval=600.0)
+    side.stall_seconds = 1.0
+    side.start()
+    try:
+        assert side.heartbeat() is True
+        assert wait_for(lambda: not side.heartbeat(), 4)  # hung: no byte for over 1 s
+        assert wait_for(lambda: (tmp_path / "incoming" / "slow.jpg").exists(), 10)
+        assert wait_for(side.heartbeat, 3)  # progress again: healthy
+    finally:
+        ctl.clear_faults()
+        side.request_stop()
+        assert side.join(10)

@@ -42,6 +42,7 @@ ONCE_ATTEMPTS = 3          # attempts per item inside one `once` pass
 ONCE_MAX_SLEEP = 15.0      # longest in-pass wait before such a retry
 REPLAN_LIMIT = 5
 RETRY_BASE = 5.0           # backoff of a failed item: 5 s, 10 s, 20 s ... (cap 15 min), +-50 %
+STALL_SECONDS = 600.0      # a transfer or listing page silent this long makes heartbeat() False
 PROGRESS_MIN_SIZE = 64 * 1024 * 1024
 PROGRESS_EVERY = 5.0
 
@@ -135,6 +136,7 @@ class IncomingSide:
         self._events: EventLoop | None = None
         self.once_retry_cap = ONCE_MAX_SLEEP  # tests shorten the in-pass retry wait
         self.retry_base = RETRY_BASE          # first backoff step of a failed item, seconds
+        self.stall_seconds = STALL_SECONDS    # no byte / no page for this long = hung
         register = getattr(remote, "register_root", None)
         if register is not None:  # a 404 on these means "not shared", not "item vanished"
             register(mapping.folder_id, f"{mapping.key_path}.download_folder_id ({mapping.folder_id})")
@@ -334,7 +336,7 @@ class IncomingSide:
                                 "listing", self.name, "/".join(rel), fid, e,
                                 extra={"fields": {"MAPPING": self.mapping}})
                     continue
-                self._beat(600)
+                self._beat(self.stall_seconds)
                 files: list[RemoteFile] = []
                 for it in items:
                     if it.type == "folder":
@@ -525,6 +527,7 @@ class IncomingSide:
         return outcome
 
     def _fetch(self, conn, row: state.Row) -> str:
+        self._beat(self.stall_seconds)  # until the first byte arrives
         t0 = time.monotonic()
         rf = row.remote()
         shown = row.box_path
@@ -607,7 +610,7 @@ class IncomingSide:
 
         def report(done: int) -> None:
             nonlocal last
-            self._beat(600)
+            self._beat(self.stall_seconds)
             now = time.monotonic()
             if total >= PROGRESS_MIN_SIZE and now - last >= PROGRESS_EVERY:
                 last = now

@@ -35,6 +35,7 @@ from cfbox_watch.errors import (EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL, Cfbox
                                 RetryableError, SetupError)
 from cfbox_watch.log import setup_logging, set_level
 from cfbox_watch.notify import Notifier
+from cfbox_watch.webhooks import service as webhooks
 
 log = logging.getLogger("cfbox_watch.daemon")
 
@@ -405,6 +406,7 @@ class Daemon:
     def start(self) -> int | None:
         self.specs = side_specs(self.config)
         errors = self.start_sides(list(self.specs), self.specs)
+        webhooks.sync(self)  # docs/webhooks.md; never fatal
         if self.specs and not self.sides:
             # Nothing can run: exit with the most telling code so systemd does not loop on
             # a setup mistake (RestartPreventExitStatus=78).
@@ -455,6 +457,7 @@ class Daemon:
         for name in [n for n in self.remotes if n not in new.connections]:
             self.remotes.pop(name)
         self.start_sides(plan.start, new_specs)
+        webhooks.sync(self)
         log.info("reloaded: %d started, %d stopped, %d unchanged",
                  len(plan.start), len(plan.stop), len(plan.keep))
         self.ready_pending = True
@@ -463,6 +466,7 @@ class Daemon:
 
     def shutdown(self, signame: str) -> int:
         self.notifier.stopping()
+        webhooks.stop(self)  # stop taking deliveries first; Box retries them
         grace = self.config.shutdown_grace
         log.info("%s: stopping; in-flight transfers get %.0f s, everything else stays queued",
                  signame, grace)

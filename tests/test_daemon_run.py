@@ -362,3 +362,21 @@ def test_reload_that_changes_a_mapping_loses_no_queued_work(tmp_path, emulator, 
     on_box = emulator.control.files(emulator.folders["upload"])
     assert {k: v["sha1"] for k, v in on_box.items()} == expected
     assert all(v.get("version_count", 1) == 1 for v in on_box.values())
+
+
+def test_sigint_stops_like_sigterm(tmp_path, emulator, notify):
+    root = tmp_path / "studio"
+    cfg = tmp_path / "cfbox.yaml"
+    write_yaml(cfg, emulator, root)
+    proc = start_daemon(cfg, notify, tmp_path / "daemon.log", watchdog_usec=None)
+    try:
+        notify.wait_for("READY=1", 60)
+        assert notify.count("WATCHDOG=1") == 0  # no WATCHDOG_USEC, no pings
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        notify.wait_for("STOPPING=1", 1)
+        assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -487,3 +487,36 @@ def test_names_differing_only_in_case_do_not_overwrite_each_other(env):
     assert list(on_box) == ["Look.raw"] and on_box["Look.raw"]["version_count"] == 1
     problems = side.summary()["problems"]
     assert problems[0]["path"] == "look.raw" and "ignore case" in problems[0]["error"]
+
+
+def test_file_rewritten_during_chunked_upload_is_sent_once_in_its_final_form(emulator_factory, tmp_path):
+    emu = emulator_factory("--part-size", str(128 * 1024), "--chunk-min", "500000")
+    root = tmp_path / "export"
+    p = write(root, "grow.bin", os.urandom(2_000_000))
+    final = os.urandom(700_000)
+    side = make_side(info(emu), root, tmp_path / "state", chunked_threshold=500_000,
+                     part_workers=1)
+    emu.control.faults(bandwidth=400_000, path_regex="upload_sessions")
+    result = []
+    t = threading.Thread(target=lambda: result.append(side.run_once()))
+    t.start()
+
+    def parts_recorded():
+        try:
+            c = open_db(db_path(tmp_path / "state"), readonly=True)
+        except Exception:
+            return False
+        try:
+            return c.execute("SELECT COUNT(*) FROM out_parts").fetchone()[0] >= 1
+        except Exception:
+            return False
+        finally:
+            c.close()
+    wait_for(parts_recorded, timeout=30)
+    p.write_bytes(final)          # the exporter rewrites the file, shorter, mid-upload
+    emu.control.clear_faults()
+    t.join(60)
+    assert result == [True]
+    on_box = emu.control.files(emu.folders["delivery"])
+    assert on_box["grow.bin"]["sha1"] == sha1(final)
+    assert on_box["grow.bin"]["version_count"] == 1

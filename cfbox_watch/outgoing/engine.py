@@ -26,7 +26,7 @@ from cfbox_watch.log import fields
 from cfbox_watch.outgoing import planner, settle, state, watcher
 from cfbox_watch.outgoing.filters import dir_excluded, file_wanted
 from cfbox_watch.outgoing.scanner import FileStat, scan, stat_file
-from cfbox_watch.outgoing.uploader import Stopped, Uploader, hash_file
+from cfbox_watch.outgoing.uploader import FileChanged, Stopped, Uploader, hash_file
 
 log = logging.getLogger("cfbox_watch.outgoing.engine")
 
@@ -459,6 +459,15 @@ class OutgoingSide:
             pass
         except Stopped:
             state.set_status(conn, self.mapping, rel, "pending", expect="uploading")
+        except FileChanged:
+            log.info("%s: %s changed while it was being sent; it is sent once it settles",
+                     self.name, rel, extra=fields(MAPPING=self.mapping, ACTION="requeued", PATH=rel))
+            up.abandon(rel)
+            st = stat_file(self.root, rel)
+            if st is None:
+                state.delete(conn, self.mapping, rel)
+            else:
+                state.restart_settle(conn, self.mapping, st, time.time())
         except RetryableError as e:
             attempts = row["attempts"] + 1
             delay = planner.backoff(attempts, e.retry_after, self._rand.random(),

@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cfbox_watch.errors import (ItemError, NotFoundError, RetryableError,
-                                SessionExpiredError)
+from cfbox_watch.errors import NotFoundError, RetryableError, SessionExpiredError
 from cfbox_watch.outgoing import planner, state
 from cfbox_watch.outgoing.scanner import FileStat
 
@@ -164,7 +163,7 @@ class Uploader:
                     f.seek(off)
                     data = f.read(n)
                     if len(data) != n:
-                        raise _Changed()
+                        raise FileChanged()
                     whole.update(data)
                     self.beat()
                     if off in done:
@@ -218,8 +217,5 @@ class _Session:
     expires_at: str | None
 
 
-class _Changed(ItemError):
-    """The file got shorter while we read it."""
-
-    def __init__(self):
-        super().__init__("the file changed while it was being read")
+class FileChanged(Exception):
+    """The file got shorter while we read it: not a failure, it is being rewritten."""

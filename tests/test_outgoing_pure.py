@@ -309,3 +309,35 @@ def test_summarize_on_a_fresh_db(tmp_path):
     conn = open_db(tmp_path / "fresh.sqlite3")
     assert state.summarize(conn, "m")["queued"] == 0
     assert state.requeue_failed(conn) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(hs.integers(1, 6), hs.lists(hs.tuples(hs.integers(0, 1), hs.sampled_from(["claim", "finish", "retry"])),
+                                    max_size=40))
+def test_two_connections_never_hold_the_same_claim(tmp_path_factory, n, ops):
+    path = tmp_path_factory.mktemp("q") / "s.sqlite3"
+    conns = [open_db(path), open_db(path)]
+    state.init(conns[0])
+    for i in range(n):
+        state.observe(conns[0], "m", FileStat(f"f{i}", 1, 1, i), 0.0)
+        state.set_status(conns[0], "m", f"f{i}", "pending")
+    held: dict[str, int] = {}
+    finished: set[str] = set()
+    for who, op in ops:
+        c = conns[who]
+        mine = [r for r, w in held.items() if w == who]
+        if op == "claim":
+            r = state.claim_next(c, "m", 1e12)
+            if r is not None:
+                assert r["relpath"] not in held and r["relpath"] not in finished
+                held[r["relpath"]] = who
+        elif mine and op == "finish":
+            assert state.set_status(c, "m", mine[0], "done", expect="uploading")
+            held.pop(mine[0])
+            finished.add(mine[0])
+        elif mine and op == "retry":
+            assert state.set_status(c, "m", mine[0], "pending", expect="uploading")
+            held.pop(mine[0])
+    assert finished.isdisjoint(held)
+    c = state.counts(conns[0], "m")
+    assert c.get("done", 0) == len(finished) and c.get("uploading", 0) == len(held)

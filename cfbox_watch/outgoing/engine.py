@@ -505,6 +505,7 @@ class OutgoingSide:
         path = str(self.root / rel)
         st = stat_file(self.root, rel)
         if st is None:
+            up.abandon(rel)
             state.delete(conn, self.mapping, rel)
             raise _Outcome()
         if (st.size, st.mtime_ns, st.inode) != (row["size"], row["mtime_ns"], row["inode"]):

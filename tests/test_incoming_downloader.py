@@ -127,3 +127,61 @@ def test_group_is_applied_and_unknown_group_is_explained(tmp_path):
     with pytest.raises(downloader.LocalWriteError) as e:
         downloader.resolve_gid("no-such-studio-group")
     assert "no-such-studio-group" in str(e.value) and "does not exist" in str(e.value)
+
+
+def _as_nobody(work: Path, gid) -> subprocess.CompletedProcess:
+    import pwd
+    import sys
+    nobody = pwd.getpwnam("nobody")
+    code = (
+        "import sys, os\n"
+        "from pathlib import Path\n"
+        "from cfbox_watch.incoming import downloader\n"
+        "os.setgid(%d); os.setgroups([]); os.setuid(%d)\n"
+        "try:\n"
+        "    downloader.download(lambda: iter([b'x']), Path(%r), 'a.jpg', file_id='1',\n"
+        "        expected_sha1=None, expected_size=1, replace=False, gid=%r)\n"
+        "except downloader.LocalWriteError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    ) % (nobody.pw_gid, nobody.pw_uid, str(work), gid)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_permission_denied_names_the_folder(tmp_path):
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to the 'nobody' user")
+    work = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(work, 0o755)  # root's folder: nobody may not write
+        r = _as_nobody(work, None)
+        assert r.returncode == 3, r.stderr
+        assert f"cannot write into {work}: Permission denied" in r.stdout
+        assert "write permission" in r.stdout and "retried" in r.stdout
+        assert os.listdir(work) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_group_the_service_user_is_not_in_is_explained(tmp_path):
+    """As an unprivileged user (real subprocess), chown to a foreign group fails with
+    advice, and the temporary is gone."""
+    import grp
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to the 'nobody' user")
+    try:
+        gid = grp.getgrnam("daemon").gr_gid
+    except KeyError:
+        pytest.skip("no 'daemon' group here")
+    work = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(work, 0o777)
+        r = _as_nobody(work, gid)
+        assert r.returncode == 3, r.stderr
+        assert "must be a member of the group" in r.stdout and str(work) in r.stdout
+        assert os.listdir(work) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

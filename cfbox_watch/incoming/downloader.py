@@ -68,6 +68,14 @@ def disk_advice(err: OSError, folder: Path) -> str:
     return f"cannot write into {folder}: {reason}; {hint}"
 
 
+def perms_advice(err: OSError, where: Path, mode: int, gid: int | None) -> str:
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    if gid is not None and err.errno in (errno.EPERM, errno.EACCES):
+        return (f"cannot give files in {where} group id {gid} (mode {mode:o}): {reason}; the "
+                "cfbox-watch service user must be a member of the group set in 'group'")
+    return f"cannot set mode {mode:o} in {where}: {reason}; the file will be retried"
+
+
 def resolve_gid(group: str | None) -> int | None:
     if group is None:
         return None
@@ -124,7 +132,7 @@ def ensure_dirs(root: Path, dirparts: Iterable[str], dir_mode: int, gid: int | N
             try:
                 _apply_perms(path, dir_mode, gid)  # mkdir's mode is masked by the umask
             except OSError as e:
-                raise LocalWriteError(disk_advice(e, path)) from None
+                raise LocalWriteError(perms_advice(e, path, dir_mode, gid)) from None
         real = path.resolve()
         if real != real_root and real_root not in real.parents:
             raise ItemError(f"{path} is a link leading outside {root}; refusing to write there")
@@ -229,6 +237,9 @@ def download(
                     "fetched again")
             try:
                 _apply_perms(f.fileno(), file_mode, gid)
+            except OSError as e:
+                raise LocalWriteError(perms_advice(e, dest_dir, file_mode, gid)) from None
+            try:
                 os.fsync(f.fileno())
             except OSError as e:
                 raise LocalWriteError(disk_advice(e, dest_dir)) from None

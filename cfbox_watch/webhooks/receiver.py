@@ -212,8 +212,18 @@ class _Handler(BaseHTTPRequestHandler):
             rec._refuse(411, "no_length", "no usable Content-Length", f"from {peer}, delivery {_short(delivery)}")
             return self._answer(411, {"error": "length required"})
         if length < 0 or length > rec.max_body:
-            # Not read: closing the connection is cheaper than draining a huge body.
+            # A moderately oversized body is drained so the sender reads our 413 rather
+            # than a reset; a huge one is not read at all (the connection is closed).
             self.close_connection = True
+            left = length if 0 < length <= 4 * rec.max_body else 0
+            try:
+                while left > 0:
+                    chunk = self.rfile.read(min(65536, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except OSError:
+                return
             rec._refuse(413, "too_large", f"body of {length} bytes exceeds {rec.max_body}",
                         f"from {peer}, delivery {_short(delivery)}")
             return self._answer(413, {"error": "body too large"})

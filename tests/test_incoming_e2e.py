@@ -506,3 +506,19 @@ def test_heartbeat_reports_a_stalled_download_and_recovers(emulator, tmp_path):
         ctl.clear_faults()
         side.request_stop()
         assert side.join(10)
+
+
+def test_file_trashed_between_listing_and_download_is_dropped(emulator, tmp_path):
+    ctl, dl = emulator.control, emulator.folders["download"]
+    fid = ctl.vendor_upload(dl, "gone.jpg", b"g")["id"]
+    side = make_side(emulator, tmp_path)
+    conn = open_db(db_path(tmp_path / "state"))
+    try:
+        state.ensure(conn)
+        assert side.scan(conn) == 1  # queued
+        ctl.vendor_trash(fid)
+        assert side.run_once() is True
+        assert local_files(tmp_path / "incoming") == {}
+        assert state.get(conn, "acme", fid) is None
+    finally:
+        conn.close()

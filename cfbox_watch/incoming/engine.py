@@ -642,6 +642,9 @@ class IncomingSide:
         # The version we listed is gone but the file is there: fetch what Box has now.
         state.enqueue(conn, self.mapping, RemoteFile(rf.file_id, rf.box_path, info.sha1,
                                                      info.version_id, info.size, rf.parent_id))
+        state.mark_failed(conn, self.mapping, rf.file_id,
+                          "the listed version disappeared from Box; fetching the current one",
+                          time.time())  # the row is ours (active): hand it back, due now
         return "retry"
 
     # -- after download ---------------------------------------------------------------

@@ -158,7 +158,10 @@ def is_variant_of(candidate: str, name: str) -> bool:
     m = _VARIANT.match(cstem)
     if not m or int(m.group("n")) < 2:
         return False
-    return stem.startswith(m.group("stem")) or m.group("stem") == stem
+    if m.group("stem") == stem:
+        return True
+    # a stem shortened to fit 255 bytes
+    return len(nfc(candidate).encode("utf-8")) >= MAX_NAME_BYTES - 4 and stem.startswith(m.group("stem"))
 
 
 def free_name(name: str, taken: Mapping[str, object] | set[str]) -> str:

@@ -1,0 +1,98 @@
+"""Registration of our V2 webhooks: the pure plan, and the real thing against the
+emulator through the real Box adapter and state DB."""
+
+from __future__ import annotations
+
+from cfbox_watch.box_adapter import BoxRemote, RemoteWebhook
+from cfbox_watch.config_model import Connection
+from cfbox_watch.webhooks import registration
+from cfbox_watch.webhooks.registration import Action, plan
+from cfbox_watch.webhooks.service import WebhookService
+
+ADDR = "https://studio.example.com/cfbox/webhook"
+T = registration.TRIGGERS
+
+
+def hook(id, folder, address=ADDR, triggers=T, type="folder"):
+    return RemoteWebhook(id=id, target_id=folder, target_type=type, address=address, triggers=tuple(triggers))
+
+
+def test_plan_creates_keeps_updates():
+    wanted = {"10": "a", "20": "b", "30": "c"}
+    existing = [hook("1", "10"), hook("2", "20", address="https://old.example.com/x"),
+                hook("9", "99", address="https://someone-else.example.com")]
+    assert plan(wanted, ADDR, T, existing, {}) == [
+        Action("keep", "10", "1", "a"), Action("update", "20", "2", "b"), Action("create", "30", mapping="c")]
+
+
+def test_plan_updates_when_triggers_differ_and_ignores_trigger_order():
+    assert plan({"10": "a"}, ADDR, T, [hook("1", "10", triggers=reversed(T))], {}) == [Action("keep", "10", "1", "a")]
+    assert plan({"10": "a"}, ADDR, T, [hook("1", "10", triggers=["FILE.UPLOADED"])], {}) == [
+        Action("update", "10", "1", "a")]
+
+
+def test_plan_removes_only_our_webhooks_on_unwanted_folders():
+    existing = [hook("1", "10"),                                      # our address, folder gone
+                hook("2", "20", address="https://old.example.com"),  # recorded as ours (old URL)
+                hook("3", "30", address="https://other-app.example.com"),  # not ours: left alone
+                hook("4", "40", type="file")]                          # a file webhook at our address
+    ours = {"20": "2", "50": "5"}                                     # 5 no longer exists on Box
+    assert plan({}, ADDR, T, existing, ours) == [
+        Action("delete", "10", "1"), Action("delete", "20", "2"), Action("delete", "", "4"),
+        Action("forget", "50", "5")]
+
+
+def test_plan_is_idempotent():
+    wanted = {"10": "a", "20": "b"}
+    after = [hook("1", "10"), hook("2", "20")]
+    assert all(a.kind == "keep" for a in plan(wanted, ADDR, T, after, {"10": "1", "20": "2"}))
+
+
+def _remote(emu) -> BoxRemote:
+    return BoxRemote.from_connection(Connection(name="emu", jwt_config=emu.config_path, base_url=emu.base_url,
+                                                upload_url=emu.upload_url))
+
+
+def test_registration_against_the_emulator(emulator, tmp_path):
+    emu = emulator
+    addr = "http://127.0.0.1:9/hook"
+    down, deliv = emu.folders["download"], emu.folders["delivery"]
+    remote = _remote(emu)
+    # someone (an earlier install with another public URL) left a webhook on the Download folder
+    old = remote.create_webhook(down, "http://127.0.0.1:9/old", ["FILE.UPLOADED"])
+    svc = WebhookService(tmp_path / "state", lambda key: None)
+
+    routes = svc.register("emu", {down: "acme", deliv: "brand"}, remote, addr)
+    hooks = {w["target"]["id"]: w for w in emu.control.webhooks()}
+    assert set(hooks) == {down, deliv}
+    assert hooks[down]["id"] == old.id and hooks[down]["address"] == addr      # reused, updated
+    assert set(hooks[down]["triggers"]) == set(T)
+    assert routes == {hooks[down]["id"]: down, hooks[deliv]["id"]: deliv}
+
+    # a restart (new service, same state DB, new adapter): nothing changes, no Box writes
+    emu.control.reset_counters()
+    svc2 = WebhookService(tmp_path / "state", lambda key: None)
+    assert svc2.register("emu", {down: "acme", deliv: "brand"}, _remote(emu), addr) == routes
+    writes = {k: v for k, v in emu.control.counters().items() if "webhooks" in k and not k.startswith("GET")}
+    assert writes == {}
+    assert len(emu.control.webhooks()) == 2
+
+    # a mapping goes away: its webhook goes too, the other stays
+    svc2.register("emu", {down: "acme"}, remote, addr)
+    assert [w["target"]["id"] for w in emu.control.webhooks()] == [down]
+
+
+def test_create_race_reuses_the_webhook_that_won(emulator, tmp_path):
+    """Two daemons (or a crash after Box created it but before we recorded it): the
+    409 on create becomes an update of the existing webhook."""
+    emu = emulator
+    remote = _remote(emu)
+    down = emu.folders["download"]
+    winner = remote.create_webhook(down, "http://127.0.0.1:9/other", ["FILE.UPLOADED"])
+    actions = [Action("create", down, mapping="acme")]   # planned before the winner appeared
+    recorded = []
+    routes = registration.apply(remote, actions, "http://127.0.0.1:9/hook", T,
+                                record=lambda f, w, m: recorded.append((f, w, m)), forget=lambda f: None)
+    assert routes == {winner.id: down} and recorded == [(down, winner.id, "acme")]
+    [only] = emu.control.webhooks()
+    assert only["address"] == "http://127.0.0.1:9/hook"

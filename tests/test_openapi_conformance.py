@@ -237,6 +237,16 @@ def test_emulator_answers_match_box_openapi(emulator_factory, box_client):
     call("DELETE", f"{api}/folders/{sub['id']}")
     call("GET", f"{api}/files/{f['id']}")
 
+    hook = {"target": {"id": fid, "type": "folder"}, "address": "https://example.com/hook",
+            "triggers": ["FILE.UPLOADED"]}
+    wh = call("POST", f"{api}/webhooks", json=hook).json()
+    call("POST", f"{api}/webhooks", json=hook)
+    call("GET", f"{api}/webhooks")
+    call("GET", f"{api}/webhooks/{wh['id']}")
+    call("PUT", f"{api}/webhooks/{wh['id']}", json={"triggers": ["FILE.UPLOADED", "FILE.MOVED"]})
+    call("DELETE", f"{api}/webhooks/{wh['id']}")
+    call("GET", f"{api}/webhooks/{wh['id']}")
+
     emu.control.faults(rate_429=1.0, path_regex="/users/me")
     call("GET", f"{api}/users/me")
 

@@ -339,9 +339,11 @@ def cmd_demo(args) -> int:
                 _write_atomically(outgoing / rel, png_bytes(96, 64, round_no + 3))
                 say(f"   studio   exported  {rel}")
                 next_export = time.monotonic() + 12
+        if daemon is not None and daemon.poll() is None and ready:
+            _show_status(root)
     finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        # A second Ctrl-C during the stop is ignored (the handler only sets a flag), so
+        # neither subprocess is left behind.
         say("")
         say("4. Stopping: the daemon gets SIGTERM (as from `systemctl stop`), finishes what is in flight, exits.")
         rc = _stop(daemon, "the daemon", 40)
@@ -356,8 +358,24 @@ def cmd_demo(args) -> int:
         shutil.rmtree(sockdir, ignore_errors=True)
         for f in (em_log, daemon_err, daemon_log):
             f.close()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
     _summary(root, tally, time.monotonic() - t0)
     return code
+
+
+def _show_status(root: Path) -> None:
+    say("")
+    say("   What an admin sees meanwhile with `cfbox-watch -c cfbox.yaml status`:")
+    try:
+        out = subprocess.run([sys.executable, "-m", "cfbox_watch", "-c", str(root / "cfbox.yaml"),
+                              "status"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        say("   (status did not answer within 30 s)")
+        return
+    for line in (out.stdout or out.stderr).splitlines():
+        say("   | " + line)
 
 
 def _vendor(base_url: str):

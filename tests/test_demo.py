@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from cfbox_watch.demo import EXPORTS, FINALS, png_bytes
 
 
@@ -30,6 +32,7 @@ def test_png_bytes_is_a_valid_png():
     assert png_bytes(7, 5, 3, invert=True) != data
 
 
+@pytest.mark.slow
 def test_demo_duration_runs_to_completion(tmp_path):
     scratch = tmp_path / "demo"
     out = subprocess.run([sys.executable, "-m", "cfbox_watch", "demo", "--duration", "20",
@@ -46,6 +49,7 @@ def test_demo_duration_runs_to_completion(tmp_path):
         assert (scratch / "studio" / "incoming" / "acme-retouch" / name).is_file()
     assert f"{len(EXPORTS)} photo(s) sent" in text and f"{len(FINALS)} final(s)" in text
     assert "Traceback" not in out.stdout + out.stderr
+    assert "What an admin sees meanwhile" in text and "daemon: running, pid" in text
     # Both subprocesses are gone and the daemon stopped cleanly (its log says so).
     log = (scratch / "daemon.log").read_text()
     assert "stopped" in log.splitlines()[-1]
@@ -57,3 +61,30 @@ def test_demo_refuses_a_used_folder(tmp_path):
                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 64
     assert "already holds a demo" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    scratch = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "cfbox_watch", "demo", "--dir", str(scratch)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        seen = []
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            seen.append(line)
+            if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(seen) + rest
+    assert proc.returncode == 0, text
+    assert "Summary after" in text and "Traceback" not in text
+    assert "stopped" in (scratch / "daemon.log").read_text().splitlines()[-1]

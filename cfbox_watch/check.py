@@ -246,6 +246,10 @@ def cmd_check(args) -> int:
                 else:
                     setup_failures += 1
                 out(f"{label}: FAILED: {describe_error(e, **kw)}")
+        if conn.webhooks is not None:
+            bad, down = check_webhooks(conn, config, remote, out)
+            setup_failures += bad
+            unreachable += down
     if setup_failures or unreachable:
         print(f"cfbox-watch: check found {setup_failures + unreachable} problem(s); "
               "fix them and run `cfbox-watch check` again", file=sys.stderr)
@@ -265,3 +269,92 @@ def _client_id(conn) -> str:
         return str(read_jwt_config(conn)["boxAppSettings"]["clientID"])
     except (ConfigError, KeyError, TypeError):
         return ""
+
+
+def probe_public_url(url: str, timeout: float = 10.0) -> str | None:
+    """None when `url` answers as cfbox-watch's webhook receiver, else what went wrong."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "cfbox-watch check"}),
+                                    timeout=timeout) as r:
+            payload = r.read(4096)
+    except urllib.error.HTTPError as e:
+        return f"answered HTTP {e.code}, not cfbox-watch's receiver"
+    except (OSError, ValueError) as e:
+        return f"does not answer ({getattr(e, 'reason', None) or e})"
+    try:
+        if json.loads(payload).get("service") == "cfbox-watch webhooks":
+            return None
+    except (ValueError, AttributeError):
+        pass
+    return "answers, but not as cfbox-watch's receiver (another site or a proxy page)"
+
+
+def check_webhooks(conn, config: Config, remote, out: Callable[[str], None]) -> tuple[int, int]:
+    """Keys present, public URL reaches a receiver, and the webhooks on each Download
+    folder; returns (setup problems, unreachable).  When the daemon is not running, a
+    receiver is started on `listen` for the probe, so the proxy path is checked before
+    the first start."""
+    from cfbox_watch.webhooks.receiver import WebhookReceiver
+    from cfbox_watch.webhooks.service import signature_keys
+
+    s = conn.webhooks
+    label = f"connections.{conn.name}.webhooks"
+    bad = down = 0
+    try:
+        keys = signature_keys(conn)
+    except ConfigError as e:
+        out(f"{label}: FAILED: {'; '.join(e.problems)}")
+        keys = (None, None)
+    names = [n for n, k in zip(("primary", "secondary"), keys) if k]
+    if names:
+        out(f"{label}: signature key(s) present: {' and '.join(names)}")
+    else:
+        bad += 1
+        out(f"{label}: FAILED: config.json has no webhooks.primaryKey or secondaryKey; copy them from the "
+            "Developer Console (your app > Webhooks > Manage signature keys)")
+    import shutil
+    import tempfile
+
+    temporary = None
+    scratch = Path(tempfile.mkdtemp(prefix="cfbox-check-"))   # never create state_dir as another user
+    try:
+        temporary = WebhookReceiver(s.listen_host, s.listen_port, label="check", keys=lambda: keys,
+                                    db_path=scratch / "webhooks.sqlite3", on_notice=lambda n: False)
+        temporary.start()
+    except OSError:
+        temporary = None    # the daemon (or something else) listens there already
+    try:
+        problem = probe_public_url(s.public_url)
+    finally:
+        if temporary is not None:
+            temporary.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if problem is None:
+        out(f"{label}.public_url: OK, {s.public_url} reaches the receiver on {s.listen_host}:{s.listen_port}")
+    else:
+        down += 1
+        out(f"{label}.public_url: FAILED: {s.public_url} {problem}; the reverse proxy must forward it "
+            f"(TLS ended there) to {s.listen_host}:{s.listen_port}")
+    try:
+        hooks = remote.list_webhooks()
+    except BoxError as e:
+        bad += 1
+        out(f"{label}: FAILED to list webhooks: {describe_error(e)} (the app needs the 'Manage webhooks' "
+            "scope in the Developer Console)")
+        return bad, down
+    for m in config.incoming:
+        if m.connection != conn.name:
+            continue
+        on = [w for w in hooks if w.target_type == "folder" and w.target_id == m.folder_id]
+        if not on:
+            out(f"{m.key_path}.download_folder_id ({m.folder_id}): no webhook yet (the daemon registers it)")
+        for w in on:
+            mine = "ours" if w.address == s.public_url else "address differs; the daemon will update it"
+            out(f"{m.key_path}.download_folder_id ({m.folder_id}): webhook {w.id} -> {w.address} "
+                f"[{', '.join(w.triggers)}] ({mine})")
+    return bad, down
+

@@ -25,8 +25,10 @@ The JSON shape (`--json`) is a stable interface for scripts and monitoring:
          "problems": [{"path": "shoot/a.jpg", "status": "failed",
                        "error": "...", "attempts": 3}]}
       ],
-      "connections": [{"name": "acme", "health": "ok" | "error" | "unknown",
-                       "message": null}]
+      "connections": [{"name": "acme",
+                       "health": "ok" | "degraded" | "error" | "unknown",
+                       "message": null}]       # degraded: items wait to retry (Box busy
+                                              # or unreachable); error: a mapping stopped
     }
 
 New keys may be added; existing keys keep their meaning and type.
@@ -138,8 +140,12 @@ def collect(config: Config, conn: sqlite3.Connection | None, now: float | None =
     for name in config.connections:
         mine = [x for x in mappings if x["connection"] == name]
         errors = [x["error"] for x in mine if x["state"] in ("failed", "error") and x["error"]]
+        retrying = [p["error"] for x in mine for p in x["problems"]
+                    if p.get("status") == "pending" and p.get("error")]
         if errors:
             health, message = "error", errors[0]
+        elif retrying and daemon["running"]:
+            health, message = "degraded", f"{len(retrying)} item(s) waiting to retry: {retrying[0]}"
         elif daemon["running"] and mine:
             health, message = "ok", None
         else:

@@ -61,7 +61,7 @@ def check_shape(report: dict) -> None:
             assert set(p) == {"path", "status", "error", "attempts"}
     for c in report["connections"]:
         assert set(c) == {"name", "health", "message"}
-        assert c["health"] in ("ok", "error", "unknown")
+        assert c["health"] in ("ok", "degraded", "error", "unknown")
 
 
 def test_status_before_anything_ran(tmp_path, emulator):
@@ -128,6 +128,20 @@ def test_status_while_the_daemon_runs(tmp_path, emulator):
         # the daemon refreshes its table every 2 s, so a Side may still read "starting"
         assert {m["state"] for m in report["mappings"]} <= {"starting", "running", "idle"}
         assert report["connections"] == [{"name": "emu", "health": "ok", "message": None}]
+
+        # Box goes away while a new file waits: the connection reads "degraded", with why.
+        emulator.stop()
+        (tmp_path / "studio" / "out" / "b.png").write_bytes(png_bytes(12, 12, 2))
+        deadline = time.monotonic() + 30
+        while True:
+            report = json.loads(cli(cfg, "status", "--json").stdout)
+            conn = report["connections"][0]
+            if conn["health"] == "degraded":
+                break
+            assert time.monotonic() < deadline, report
+            time.sleep(0.5)
+        assert "waiting to retry" in conn["message"] and "could not be reached" in conn["message"]
+        assert "connection emu: degraded: 1 item(s) waiting to retry" in cli(cfg, "status").stdout
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         report = json.loads(cli(cfg, "status", "--json").stdout)

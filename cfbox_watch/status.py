@@ -20,7 +20,9 @@ The JSON shape (`--json`) is a stable interface for scripts and monitoring:
          "local": "/srv/studio/outgoing/acme", "folder_id": "1234",
          "state": "running",                 # the Side's state, "not running" without daemon
          "error": null,                      # why the mapping stopped, if it did
-         "queued": 0, "active": 0, "failed": 0, "done_today": 12,
+         "queued": 0, "active": 1, "failed": 0, "done_today": 12,
+         "transfers": [{"path": "big.tif", "done": 50000000, "size": 200000000}],
+                                             # in flight, when the engine reports progress
          "last_success": "2026-01-31T11:58:00+00:00",
          "problems": [{"path": "shoot/a.jpg", "status": "failed",
                        "error": "...", "attempts": 3}]}
@@ -90,9 +92,29 @@ def read_daemon(conn: sqlite3.Connection | None, now: float | None = None) -> tu
     info = {"running": running, "pid": pid if running else None,
             "state": state if running or state == "stopped" else "not running (no heartbeat)",
             "last_seen": _iso(seen)}
-    for r in conn.execute("SELECT key, state, error, updated_at FROM daemon_sides"):
-        sides[r["key"]] = {"state": r["state"], "error": r["error"]}
+    for r in conn.execute("SELECT key, state, error, summary, updated_at FROM daemon_sides"):
+        try:
+            summary = json.loads(r["summary"] or "{}")
+        except ValueError:
+            summary = {}
+        sides[r["key"]] = {"state": r["state"], "error": r["error"],
+                           "transfers": transfers_of(summary)}
     return info, sides
+
+
+def transfers_of(summary: dict) -> list[dict]:
+    """In-flight transfers with progress, when a Side's summary() lists them under the
+    optional `transfers` key ([{"path", "done", "size"}]); [] otherwise."""
+    out = []
+    for t in summary.get("transfers") or []:
+        try:
+            out.append({"path": str(t["path"]), "done": int(t.get("done") or 0),
+                        "size": int(t["size"]) if t.get("size") is not None else None})
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
 
 
 def normalize(direction: str, raw: dict) -> dict[str, Any]:
@@ -133,7 +155,8 @@ def collect(config: Config, conn: sqlite3.Connection | None, now: float | None =
         side = sides.get(f"{m.name}:{direction}", {}) if daemon["running"] else {}
         item = {"name": m.name, "direction": direction, "kind": kind,
                 "connection": m.connection, "local": str(m.local), "folder_id": m.folder_id,
-                "state": side.get("state") or "not running", "error": side.get("error")}
+                "state": side.get("state") or "not running", "error": side.get("error"),
+                "transfers": side.get("transfers", [])}
         item.update(normalize(direction, raw))
         mappings.append(item)
     connections = []
@@ -188,6 +211,13 @@ def render_text(report: dict) -> str:
                      f"{m['failed']} failed; last success {_when(m['last_success'])}; {m['state']}")
         if m["error"]:
             lines.append(f"  STOPPED: {m['error']}")
+        for t in m["transfers"]:
+            if t["size"]:
+                pct = 100 * t["done"] // max(1, t["size"])
+                lines.append(f"  {'sending' if m['direction'] == 'out' else 'receiving'} {t['path']}: "
+                             f"{pct}% ({t['done'] / 1e6:.1f} of {t['size'] / 1e6:.1f} MB)")
+            else:
+                lines.append(f"  {'sending' if m['direction'] == 'out' else 'receiving'} {t['path']}")
         for p in m["problems"][:10]:
             reason = (p.get("error") or "").splitlines()[0] if p.get("error") else ""
             lines.append(f"  {p.get('status')}: {p.get('path')}" + (f": {reason}" if reason else ""))

@@ -18,7 +18,7 @@ PY = sys.executable
 
 MAPPING_KEYS = {"name": str, "direction": str, "kind": str, "connection": str, "local": str,
                 "folder_id": str, "state": str, "queued": int, "active": int, "failed": int,
-                "done_today": int, "problems": list}
+                "done_today": int, "problems": list, "transfers": list}
 
 
 def config(tmp_path: Path, emulator) -> Path:
@@ -151,3 +151,30 @@ def test_status_while_the_daemon_runs(tmp_path, emulator):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_transfers_in_flight_are_shown_with_progress(tmp_path):
+    """What the daemon persisted from a Side's summary() reaches `status` (no engine needed:
+    the daemon's own writer and the real DB)."""
+    from cfbox_watch import daemon, db, status
+    from cfbox_watch.config_model import Config, Connection, OutgoingMapping
+
+    m = OutgoingMapping(name="acme", kind="post_production", connection="c", local=tmp_path / "o",
+                        folder_id="1", key_path="post_production[0]")
+    cfg = Config(path=tmp_path / "cfbox.yaml", state_dir=tmp_path / "state",
+                 connections={"c": Connection("c", tmp_path / "c.json")}, outgoing=(m,))
+    conn = db.open_db(db.db_path(cfg.state_dir))
+    db.ensure_schema(conn, "daemon", daemon.DAEMON_MIGRATIONS)
+    daemon.write_daemon_state(conn, os.getpid(), daemon.side_specs(cfg), {"acme:out": {
+        "state": "running", "active": 1,
+        "transfers": [{"path": "big.tif", "done": 50_000_000, "size": 200_000_000},
+                      {"path": "bad"}, "junk"]}})
+    ro = db.open_db(db.db_path(cfg.state_dir), readonly=True)
+    report = status.collect(cfg, ro)
+    check_shape(report)
+    assert report["daemon"]["running"] is True
+    assert report["mappings"][0]["transfers"] == [
+        {"path": "big.tif", "done": 50_000_000, "size": 200_000_000},
+        {"path": "bad", "done": 0, "size": None}]   # size unknown; "junk" is dropped
+    text = status.render_text(report)
+    assert "  sending big.tif: 25% (50.0 of 200.0 MB)" in text and "  sending bad\n" in text

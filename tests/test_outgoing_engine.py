@@ -520,3 +520,34 @@ def test_file_rewritten_during_chunked_upload_is_sent_once_in_its_final_form(emu
     on_box = emu.control.files(emu.folders["delivery"])
     assert on_box["grow.bin"]["sha1"] == sha1(final)
     assert on_box["grow.bin"]["version_count"] == 1
+
+
+def test_once_reports_a_missing_local_folder_and_a_file_that_never_settles(env):
+    emu, root, sd = env
+    side = make_side(info(emu), root / "missing", sd)
+    assert side.run_once() is False
+    assert side.summary()["state"] == "failed" and "missing" in side.summary()["error"]
+
+    write(root, "done.txt", b"d")
+    side = make_side(info(emu), root, sd, settle_time=0.1)
+    stop = threading.Event()
+
+    def appender():
+        with open(root / "growing.log", "ab") as f:
+            while not stop.is_set():
+                f.write(b"line\n")
+                f.flush()
+                time.sleep(0.02)
+    t = threading.Thread(target=appender)
+    t.start()
+    side.once_settle_limit = 1.5          # default: max(60 s, 10 x settle_time)
+    wait_for(lambda: (root / "growing.log").exists())
+    try:
+        t0 = time.monotonic()
+        assert side.run_once() is False
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop.set()
+        t.join()
+    assert "done.txt" in emu.control.files(emu.folders["delivery"])
+    assert "growing.log" not in emu.control.files(emu.folders["delivery"])

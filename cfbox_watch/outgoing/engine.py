@@ -62,16 +62,15 @@ class OutgoingSide:
         self._observer = None
         self._overflow = None
         self._beats: dict[str, float] = {}
-        self._busy: set[str] = set()
         self._lock = threading.Lock()
         self._state = "idle"
         self._error: str | None = None
         self._reported: set[tuple[str, str]] = set()   # (path, kind) logged once
         self._bad_names_seen = False
-        self._conn: sqlite3.Connection | None = None
         self._rand = random.Random()
         self.once_max_attempts = ONCE_MAX_ATTEMPTS
         self.retry_base = 1.0     # seconds; the first backoff step (tests shorten it)
+        self.once_settle_limit: float | None = None   # default max(60 s, 10 x settle_time)
         if hasattr(remote, "register_root"):
             # a 404 on the mapping's own folder means "not shared": stop, don't retry
             remote.register_root(mapping.folder_id, mapping.key_path)
@@ -138,6 +137,10 @@ class OutgoingSide:
         self._stop.clear()
         self._bad_names_seen = False
         conn = self._open()
+        # A file that never stops changing (a log being appended) must not keep `once`
+        # running forever: it is reported as still settling instead.
+        give_up_at = time.time() + (self.once_settle_limit if self.once_settle_limit is not None
+                                    else max(60.0, 10 * self.m.settle_time))
         try:
             state.release_stale_claims(conn, self.mapping)
             state.due_now(conn, self.mapping)
@@ -147,12 +150,15 @@ class OutgoingSide:
                 self._drain_once()
                 if self._state == "failed":
                     return False
-                if self._once_settled(conn):
+                if self._once_settled(conn, give_up_at):
                     break
             c = state.counts(conn, self.mapping)
             ok = not self._bad_names_seen and self._state != "failed" and not any(
                 c.get(k) for k in ("pending", "settling", "uploading", "failed", "held"))
             return ok
+        except SetupError as e:
+            self._setup_failed(e)
+            return False
         finally:
             conn.close()
             if self._state == "running":
@@ -179,11 +185,11 @@ class OutgoingSide:
         finally:
             conn.close()
 
-    def _once_settled(self, conn) -> bool:
+    def _once_settled(self, conn, give_up_at: float = float("inf")) -> bool:
         """Sleep until the next settle/retry time; True when nothing is left to wait for."""
         settling_since, next_attempt = state.next_wake(conn, self.mapping)
         waits = []
-        if settling_since is not None:
+        if settling_since is not None and time.time() < give_up_at:
             waits.append(settling_since + self.m.settle_time)
         if next_attempt is not None:
             over = conn.execute(

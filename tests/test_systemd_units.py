@@ -105,3 +105,44 @@ def test_systemd_analyze_security_exposure_is_ok_or_better(tmp_path):
     m = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", out.stdout)
     assert m, out.stdout + out.stderr
     assert float(m.group(1)) <= 2.0, m.group(0)  # 2.0 and below is "OK" in systemd's scale
+
+
+MDWE_EXEC = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:   # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(99)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_memory_deny_write_execute_holds_for_the_whole_stack(tmp_path, emulator):
+    """The unit sets MemoryDenyWriteExecute=yes; systemd enforces it with the kernel's
+    PR_SET_MDWE where available.  Run a real `once` (JWT signing, HTTP, inotify via ctypes)
+    under that same kernel switch: a W+X mapping anywhere would kill it."""
+    import yaml
+
+    from cfbox_watch.demo import png_bytes
+
+    root = tmp_path / "studio"
+    (root / "out").mkdir(parents=True)
+    (root / "out" / "a.png").write_bytes(png_bytes(8, 8, 1))
+    cfg = tmp_path / "cfbox.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "state_dir": str(root / "state"), "settle_time": "0.2s",
+        "connections": {"emu": emulator.connection()},
+        "post_production": [{"name": "acme", "connection": "emu", "outgoing": str(root / "out"),
+                             "upload_folder_id": emulator.folders["upload"],
+                             "download_folder_id": emulator.folders["download"],
+                             "incoming": str(root / "in")}]}))
+    out = subprocess.run([sys.executable, "-c", MDWE_EXEC, sys.executable, "-m", "cfbox_watch",
+                          "-c", str(cfg), "once"], capture_output=True, text=True, timeout=120)
+    if out.returncode == 99:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+    assert out.returncode == 0, out.stderr
+    # ... and the switch really bites: a writable+executable mapping is refused.
+    probe = subprocess.run([sys.executable, "-c", MDWE_EXEC, sys.executable, "-c",
+                            "import mmap; mmap.mmap(-1, 4096, prot=7)"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode != 0 and "Permission denied" in probe.stderr
+    assert "a.png" in emulator.control.files(emulator.folders["upload"])

@@ -410,7 +410,7 @@ def test_events_path_brings_files_within_seconds(emulator, tmp_path):
     # the stream position survived in the state DB; a restart continues from there
     conn = open_db(db_path(tmp_path / "state"))
     try:
-        assert state.stream_position(conn, "emu:acme:in") not in (None, "")
+        assert state.stream_position(conn, "emu:events") not in (None, "")
     finally:
         conn.close()
 
@@ -522,3 +522,34 @@ def test_file_trashed_between_listing_and_download_is_dropped(emulator, tmp_path
         assert state.get(conn, "acme", fid) is None
     finally:
         conn.close()
+
+
+def test_two_mappings_on_one_connection_share_one_event_loop(emulator, tmp_path):
+    """One long-poll and one event stream per Box connection, however many incoming
+    mappings use it; each mapping still gets its own files within seconds."""
+    ctl, dl = emulator.control, emulator.folders["download"]
+    ctl.settings(longpoll_hold=5)
+    other = ctl.vendor_mkdir(emulator.folders["delivery"], "vendor2")["id"]
+    cfg, m1, conn = build(emulator, tmp_path, long_poll=True, poll_interval=600.0)
+    _, m2, _ = build(emulator, tmp_path, name="beta", folder_id=other, local=tmp_path / "in2",
+                     long_poll=True, poll_interval=600.0)
+    remote = BoxRemote.from_connection(conn)
+    a, b = IncomingSide(cfg, m1, remote), IncomingSide(cfg, m2, remote)
+    a.start()
+    b.start()
+    try:
+        assert a._events is b._events is not None
+        assert wait_for(lambda: a._events.batches >= 1, 10)
+        ctl.reset_counters()
+        ctl.vendor_upload(dl, "for-a.jpg", b"a")
+        ctl.vendor_upload(other, "for-b.jpg", b"b")
+        assert wait_for(lambda: (tmp_path / "incoming" / "for-a.jpg").exists()
+                        and (tmp_path / "in2" / "for-b.jpg").exists(), 15)
+        assert not (tmp_path / "in2" / "for-a.jpg").exists()
+        c = ctl.counters()
+        assert c.get("OPTIONS /2.0/events", 0) <= 1  # not one long-poll per mapping
+        assert c.get("GET /_realtime/subscribe", 0) <= 3
+    finally:
+        a.request_stop()
+        b.request_stop()
+        assert a.join(10) and b.join(10)

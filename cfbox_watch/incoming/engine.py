@@ -2,8 +2,9 @@
 
 Threads (daemon mode): a poller that lists the Download tree every poll_interval (and
 sooner when the event loop asks), `workers` download workers fed from the state DB
-queue, and, with `long_poll: true`, the event loop.  Scans decide, events accelerate:
-only a listing ever queues a file.
+queue, and, with `long_poll: true`, a subscription to the connection's one shared
+event loop (incoming.events).  Scans decide, events accelerate: only a listing ever
+queues a file.
 
 Listing cost: Box does not document that a folder's etag or modified_at changes when
 something changes deeper below it, so skipping unchanged-looking subtrees could miss a
@@ -30,7 +31,8 @@ from cfbox_watch.errors import (
     BoxError, CfboxError, ItemError, NameConflictError, NotFoundError, RetryableError, SetupError,
 )
 from cfbox_watch.incoming import downloader, state
-from cfbox_watch.incoming.events import EventLoop, TreeMembership
+from cfbox_watch.incoming import events
+from cfbox_watch.incoming.events import TreeMembership
 from cfbox_watch.incoming.planner import (
     LocalEntry, RemoteFile, backoff_delay, local_parts, needs_work, plan_placement,
     show_name, split_ext,
@@ -133,7 +135,7 @@ class IncomingSide:
         self._archive_ids: dict[str, str] = {}
         self._archive_lock = threading.Lock()
         self._gid: int | None = None
-        self._events: EventLoop | None = None
+        self._events: events.ConnectionEvents | None = None
         self.once_retry_cap = ONCE_MAX_SLEEP  # tests shorten the in-pass retry wait
         self.retry_base = RETRY_BASE          # first backoff step of a failed item, seconds
         self.stall_seconds = STALL_SECONDS    # no byte / no page for this long = hung
@@ -162,24 +164,24 @@ class IncomingSide:
         if self.m.long_poll:
             tree = TreeMembership(self.remote, self.m.folder_id, self._known_folders,
                                   skip_ids=[self.m.archive_folder_id] if self.m.archive_folder_id else ())
-            self._events = EventLoop(self.remote, self.db_path, f"{self.m.connection}:{self.name}",
-                                     tree, self.request_scan, self._stop, self._beat)
-            self._spawn(self._events.run, "events")
+            self._events = events.subscribe(self.remote, self.db_path, self.m.connection, self.name,
+                                            tree, self.request_scan)
         self._ready = True  # the poller's first act is the start-up listing
 
     def ready(self) -> bool:
         return self._ready
 
     def request_stop(self) -> None:
+        self._leave_events()
         self._stop.set()
         self._wake_poller.set()
         self._wake_workers.set()
 
     def join(self, timeout: float) -> bool:
-        # The events thread may sit in a long-poll (up to ~10 min); it touches no
-        # files and is a daemon thread, so a shutdown does not wait for it.
+        # The connection's event loop may sit in a long-poll (up to ~10 min); it is
+        # not this Side's thread, touches no files, and is a daemon thread.
         deadline = time.monotonic() + timeout
-        mine = [t for t in self._threads if not t.name.endswith(":events")]
+        mine = list(self._threads)
         for t in mine:
             t.join(max(0.0, deadline - time.monotonic()))
         alive = [t for t in mine if t.is_alive()]
@@ -188,7 +190,13 @@ class IncomingSide:
         return not alive
 
     def heartbeat(self) -> bool:
-        return self._beat.healthy()
+        hub = self._events
+        return self._beat.healthy() and (hub is None or hub.healthy())
+
+    def _leave_events(self) -> None:
+        hub, self._events = self._events, None
+        if hub is not None:
+            events.unsubscribe(hub, self.name)
 
     def summary(self) -> dict:
         try:
@@ -242,6 +250,7 @@ class IncomingSide:
     # -- set-up -----------------------------------------------------------------------
 
     def _fail(self, e: CfboxError) -> None:
+        self._leave_events()
         self._state = "error"
         self._error = str(e)
         self._stop.set()

@@ -10,8 +10,10 @@ DB (one transaction per batch), so a restart continues where it stopped.  The
 long-poll call may legitimately block for Box's retry_timeout (about 10 minutes);
 the Box adapter gives it a long enough read timeout.
 
-One loop runs per incoming Side (simpler than sharing one per connection; each
-keeps its own stream position under its own key).
+One loop runs per Box connection (per shared BoxRemote), whatever the number of
+incoming mappings on it: `subscribe` adds a Side's tree and callback to that loop,
+`unsubscribe` removes it and the last one out stops the loop.  The stream position
+is stored under `<connection>:events`.
 """
 
 from __future__ import annotations
@@ -117,11 +119,24 @@ class EventLoop:
     def run(self) -> None:
         from cfbox_watch.db import open_db
 
-        conn = open_db(self.db_path)
         try:
-            self._loop(conn)
-        finally:
-            conn.close()
+            conn = open_db(self.db_path)
+            try:
+                self._loop(conn)
+            finally:
+                conn.close()
+        except Exception:  # a bug: say so; the listing keeps finding files
+            log.exception("event loop: internal error (a bug; please report); new files are "
+                          "still found by the listing every poll_interval")
+            self.error = "internal error in the event loop"
+
+    def _route(self, fresh) -> None:
+        folders = folders_to_check(fresh, self.tree) if fresh else set()
+        if folders:
+            self.on_change(folders)
+
+    def _everything(self) -> None:
+        self.on_change({self.tree.root_id})
 
     def _sleep(self, seconds: float) -> None:
         self.beat(seconds + 30)
@@ -143,9 +158,8 @@ class EventLoop:
                 events, nxt = self.remote.get_events(pos)
                 fresh_ids = state.unseen(conn, self.key, [e.event_id for e in events])
                 fresh = [e for e in events if e.event_id in fresh_ids]
-                folders = folders_to_check(fresh, self.tree) if fresh else set()
-                if folders:
-                    self.on_change(folders)
+                if fresh:
+                    self._route(fresh)
                 state.save_stream(conn, self.key, nxt, sorted(fresh_ids))
                 self.batches += 1
                 moved = nxt != pos
@@ -183,10 +197,79 @@ class EventLoop:
                 url = None
                 log.warning("event stream: %s; continuing from the current position", e)
                 pos = None
-                self.on_change({self.tree.root_id})
+                self._everything()
                 self._sleep(min(60.0, backoff_delay(failures, base=1.0, cap=60.0)))
             except BoxError as e:
                 failures += 1
                 url = None
                 log.warning("event stream: %s; retrying", e)
                 self._sleep(backoff_delay(failures, base=5.0, cap=300.0, rng=random))
+
+
+class ConnectionEvents(EventLoop):
+    """The one event loop of a connection, fanning each batch out to its Sides."""
+
+    def __init__(self, remote, db_path, stream_key: str):
+        super().__init__(remote, db_path, stream_key, None, None, threading.Event(), self._mark)
+        self.lock = threading.Lock()
+        self.subs: dict[str, tuple[TreeMembership, Callable[[set[str]], None]]] = {}
+        self.thread: threading.Thread | None = None
+        self._last = (time.monotonic(), 120.0)
+
+    def _mark(self, allowed: float) -> None:
+        self._last = (time.monotonic(), allowed)
+
+    def healthy(self) -> bool:
+        """False when the loop is stuck inside one step longer than that step may take."""
+        if self.thread is None or not self.thread.is_alive():
+            return True  # ended (setup error, logged) or not started: nothing hangs
+        t, allowed = self._last
+        return time.monotonic() - t <= allowed
+
+    def _subscribers(self):
+        with self.lock:
+            return list(self.subs.values())
+
+    def _route(self, fresh) -> None:
+        for tree, on_change in self._subscribers():
+            folders = folders_to_check(fresh, tree)
+            if folders:
+                on_change(folders)
+
+    def _everything(self) -> None:
+        for tree, on_change in self._subscribers():
+            on_change({tree.root_id})
+
+
+_HUBS: dict[tuple[int, str], ConnectionEvents] = {}
+_HUBS_LOCK = threading.Lock()
+
+
+def subscribe(remote, db_path, connection: str, name: str, tree: TreeMembership,
+              on_change: Callable[[set[str]], None]) -> ConnectionEvents:
+    """Join (starting it when needed) the event loop of `remote`'s connection."""
+    key = (id(remote), str(db_path))
+    with _HUBS_LOCK:
+        hub = _HUBS.get(key)
+        if hub is None or hub.stop.is_set():
+            hub = ConnectionEvents(remote, db_path, f"{connection}:events")
+            _HUBS[key] = hub
+        with hub.lock:
+            hub.subs[name] = (tree, on_change)
+        if hub.thread is None:
+            hub.thread = threading.Thread(target=hub.run, name=f"{connection}:events", daemon=True)
+            hub.thread.start()
+    return hub
+
+
+def unsubscribe(hub: ConnectionEvents, name: str) -> None:
+    """Leave; the last Side out stops the loop (it ends after its current long-poll)."""
+    with _HUBS_LOCK:
+        with hub.lock:
+            hub.subs.pop(name, None)
+            empty = not hub.subs
+        if empty:
+            hub.stop.set()
+            for k, v in list(_HUBS.items()):
+                if v is hub:
+                    del _HUBS[k]

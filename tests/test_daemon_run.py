@@ -380,3 +380,60 @@ def test_sigint_stops_like_sigterm(tmp_path, emulator, notify):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_under_systemd_file_outcomes_reach_the_journal_with_fields(tmp_path, emulator, notify):
+    """JOURNAL_STREAM names the daemon's stderr, so it speaks the native journal protocol:
+    one record per file outcome, carrying the fields an admin filters by."""
+    from cfbox_watch.log import decode_journal
+
+    journal_path = Path(f"/tmp/cfbox-j-{os.getpid()}-{time.monotonic_ns()}.sock")
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(journal_path))
+    journal.settimeout(0.5)
+    root = tmp_path / "studio"
+    cfg = tmp_path / "cfbox.yaml"
+    write_yaml(cfg, emulator, root)
+    blob = png_bytes(24, 24, 9)
+    (root / "out" / "sub dir").mkdir(parents=True)
+    (root / "out" / "sub dir" / "a b.png").write_bytes(blob)
+    err = open(tmp_path / "stderr", "w")
+    st = os.fstat(err.fileno())
+    env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}", "CFBOX_JOURNAL_SOCKET": str(journal_path)}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
+    full_env.update(env, NOTIFY_SOCKET=str(notify.path))
+    proc = subprocess.Popen([PY, "-m", "cfbox_watch", "-c", str(cfg), "run"],
+                            stdout=subprocess.DEVNULL, stderr=err, env=full_env)
+    records = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                records.append(decode_journal(journal.recv(1 << 20)))
+            except socket.timeout:
+                pass
+            if any(r.get("ACTION") == "uploaded" for r in records):
+                break
+        assert stop(proc) == 0
+        while True:  # the records sent while stopping
+            try:
+                records.append(decode_journal(journal.recv(1 << 20)))
+            except (socket.timeout, OSError):
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        journal.close()
+        journal_path.unlink(missing_ok=True)
+        err.close()
+    uploaded = [r for r in records if r.get("ACTION") == "uploaded"]
+    assert len(uploaded) == 1, records
+    r = uploaded[0]
+    assert r["MAPPING"] == "acme" and r["PATH"] == "sub dir/a b.png"
+    assert r["SHA1"] == hashlib.sha1(blob).hexdigest() and r["SIZE"] == str(len(blob))
+    assert r["BOX_FILE_ID"].isdigit() and float(r["DURATION_MS"]) >= 0
+    assert r["PRIORITY"] == "6" and r["SYSLOG_IDENTIFIER"] == "cfbox-watch"
+    assert any(x.get("MESSAGE", "").startswith("ready") for x in records)
+    assert any(x.get("MESSAGE") == "stopped" for x in records)
+    assert (tmp_path / "stderr").read_text() == ""   # everything went to the journal

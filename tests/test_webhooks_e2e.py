@@ -195,3 +195,37 @@ def test_failed_deliveries_are_retried_until_the_receiver_answers(emulator, tmp_
         assert len({d["delivery_id"] for d in attempts}) == len(attempts) >= 2
     finally:
         assert stop(proc) == 0
+
+
+def test_key_rotation_on_reload(emulator, tmp_path):
+    """The admin reset the primary key at Box and deployed the new value here; Box (the
+    emulator) still signs with the old primary for a while, so only the secondary
+    verifies.  A reload picks up the new config.json."""
+    emu, root = emulator, tmp_path
+    port = free_port()
+    cfg, log = root / "cfbox.yaml", root / "daemon.log"
+    public = write_cfg(cfg, emu, root, port)
+    proc = start(cfg, log)
+    try:
+        ready(emu, public, log)
+        data = json.loads(emu.config_path.read_text())
+        data["webhooks"]["primaryKey"] = "new-primary-key-deployed-here-0001"
+        emu.config_path.write_text(json.dumps(data))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: log.read_bytes().count(b"ready (") >= 2, 20, "the reload")
+        emu.control.webhook_settings(sign_with="primary", retry_delays=[])
+        emu.control.vendor_upload(emu.folders["download"], "p.jpg", b"primary only")
+        wait_until(lambda: any(d["status"] == 403 for d in emu.control.webhook_deliveries()), 5,
+                   "the old-primary delivery to be refused")
+        emu.control.webhook_settings(sign_with="both")
+        t0 = time.monotonic()
+        emu.control.vendor_upload(emu.folders["download"], "both.jpg", b"both keys")
+        # the secondary verifies it; its listing also brings p.jpg
+        wait_until(lambda: arrive(root / "in" / "both.jpg", b"both keys"), 5, "both.jpg")
+        assert time.monotonic() - t0 < 1.0
+        assert arrive(root / "in" / "p.jpg", b"primary only")
+    finally:
+        assert stop(proc) == 0
+    text = log.read_text()
+    assert "(secondary key)" in text and "refused (bad_signature)" in text
+    assert "new-primary-key-deployed-here-0001" not in text

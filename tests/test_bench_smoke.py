@@ -60,7 +60,7 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
     md = (out / "latest-smoke.md").read_text()
     assert "| # | Measure | Value |" in md
     assert f"{m['cores']} cores" in md and "Command: `python -m cfbox_watch.bench" in md
-    for key in ("Small files out, workers 2", "Latency close -> committed on Box, p95", "Restart: time to READY"):
+    for key in ("Small files out, workers 2", "Latency close -> committed on Box, p95", "unchanged files: time to READY"):
         assert key in md
     # the printed table matches the files, and scratch data was kept only where asked
     assert "Small files out, workers 2" in proc.stdout

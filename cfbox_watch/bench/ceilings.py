@@ -12,6 +12,8 @@ import resource
 import time
 from pathlib import Path
 
+import requests
+
 from box_sdk_gen import BaseUrls, BoxClient, BoxJWTAuth, JWTConfig
 from box_sdk_gen.managers.uploads import UploadFileAttributes, UploadFileAttributesParentField
 
@@ -59,6 +61,32 @@ def sdk_download_loop(client: BoxClient, file_ids: list[str], workers: int) -> d
             if not chunk:
                 return n
             n += len(chunk)
+
+    cpu0, t0 = _cpu(), time.monotonic()
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        total = sum(pool.map(one, file_ids))
+    return {"wall": time.monotonic() - t0, "cpu": _cpu() - cpu0, "bytes": total}
+
+
+def http_download_loop(client: BoxClient, base_url: str, file_ids: list[str], workers: int) -> dict:
+    """The transport's ceiling for downloads: the SDK's own token, then plain `requests`
+    GETs of /files/{id}/content (following the redirect to the download host) read in
+    1 MiB pieces. The SDK's download_file stream reads 1 KB at a time, which makes it a
+    floor rather than a ceiling for large files (see docs/benchmarks.md)."""
+    token = client.auth.retrieve_token(network_session=client.network_session).access_token
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(4, workers))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+    def one(file_id: str) -> int:
+        n = 0
+        with session.get(f"{base_url}/2.0/files/{file_id}/content", stream=True, timeout=600,
+                         headers={"Authorization": f"Bearer {token}"}) as r:
+            r.raise_for_status()
+            for chunk in r.iter_content(1 << 20):
+                n += len(chunk)
+        return n
 
     cpu0, t0 = _cpu(), time.monotonic()
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from cfbox_watch.bench import report, scenarios
+from cfbox_watch.bench.profile import find_pyspy
 from cfbox_watch.bench.sizes import MODES
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: unknown --only name(s) {', '.join(unknown)}; choose from {', '.join(scenarios.ALL)}",
               file=sys.stderr)
         return 2
-    if args.profile and not shutil.which("py-spy"):
+    if args.profile and not find_pyspy():
         print("bench: --profile needs py-spy: .venv/bin/pip install py-spy (it is not a runtime dependency)",
               file=sys.stderr)
         return 2

@@ -10,72 +10,84 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
 from cfbox_watch.bench import workload
 from cfbox_watch.bench.procs import run_once
 
-# first matching rule wins; each is (category, regex over the whole stack)
-CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("start-up: imports", r"_find_and_load|exec_module|<module>"),
-    ("sign-in: JWT / RSA", r"cryptography|jwt|_CachedKey|retrieve_token|refresh_token"),
-    ("SHA-1 hashing", r"hash_file|hashlib|_sha1|sha1_of"),
-    ("SQLite (state DB)", r"sqlite3|cfbox_watch/db\.py|/outgoing/state\.py|/incoming/state\.py"),
-    ("logging", r"logging/__init__|cfbox_watch/log\.py"),
-    ("scan / stat / watch", r"scanner\.py|os\.scandir|stat_file|watchdog|inotify|settle\.py"),
-    ("SDK request building / JSON", r"box_sdk_gen/(serialization|internal|schemas)|json/(de|en)coder"),
-    ("HTTP (requests, sockets)", r"requests/|urllib3/|http/client|socket\.py|ssl\.py"),
-    ("box_sdk_gen (other)", r"box_sdk_gen/"),
+HZ = 200
+
+# Worker-thread samples are sorted into these, first match wins; the regexes run over
+# the whole collapsed stack (outermost first).
+WORKER_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("upload: waiting for Box's answer", r"upload_file.*(readinto|getresponse|_read_status|recv)"),
+    ("upload: sending the body", r"upload_file.*(send|MultipartStream|sendall)"),
+    ("upload: SDK/adapter around the request", r"upload_file|upload_version"),
     ("rate limiter", r"ratelimit\.py"),
+    ("state DB: waiting for the write lock (BEGIN IMMEDIATE)", r"transaction\.__enter__"),
+    ("Box folder id lookup/creation (_folder_for)", r"_folder_for"),
+    ("state DB: queries and commits", r"sqlite3|cfbox_watch/db\.py|/outgoing/state\.py|/incoming/state\.py"),
+    ("SHA-1 hashing", r"hash_file|hashlib"),
+    ("logging", r"logging/__init__|cfbox_watch/log\.py"),
+    ("stat and image check", r"stat_file|image_problem|settle\.py"),
 )
+WORKER_RX = r"_drain_worker|_worker_loop"
 
 
-def _frames(stack: str) -> list[str]:
-    return stack.split(";")
+def find_pyspy() -> str | None:
+    """py-spy on PATH, or next to this interpreter (a venv that is not activated)."""
+    here = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(here) if here.exists() else None)
 
 
-def summarize(raw_path: Path, top: int = 12) -> tuple[str, dict]:
-    """Fold py-spy's raw (collapsed) output into categories, top self and cfbox_watch functions."""
-    samples = Counter()
+def _short(frame: str) -> str:
+    frame = re.sub(r":\d+\)$", ")", frame)
+    return re.sub(r"\(.*?(cfbox_watch|box_sdk_gen|site-packages|python3\.\d+)/", "(", frame)
+
+
+def summarize(raw_path: Path, hz: int, top: int = 10) -> tuple[str, dict]:
+    """Fold py-spy's raw output (--idle --threads) into where the upload workers' wall
+    time goes, plus the main thread's start-up share."""
+    worker, main, leaf = Counter(), Counter(), Counter()
+    threads: set[str] = set()
     for line in raw_path.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit():
-            samples[stack] += int(n)
-    total = sum(samples.values()) or 1
-    cats, leaf, ours = Counter(), Counter(), Counter()
-    for stack, n in samples.items():
-        for name, rx in CATEGORIES:
-            if re.search(rx, stack):
-                cats[name] += n
-                break
-        else:
-            cats["other"] += n
-        frames = _frames(stack)
-        leaf[re.sub(r":\d+\)$", ")", frames[-1])] += n
-        seen = set()
-        for f in frames:
-            if "cfbox_watch/" in f and "/bench/" not in f:
-                fn = re.sub(r":\d+\)$", ")", f)
-                fn = re.sub(r"\(.*cfbox_watch/", "(", fn)
-                if fn not in seen:
-                    seen.add(fn)
-                    ours[fn] += n
-    lines = [f"py-spy samples (all threads, idle excluded): {total}", "", "By category:"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in cats.most_common()]
-    lines += ["", "Top self time (leaf function):"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in leaf.most_common(top)]
-    lines += ["", "cfbox_watch functions, inclusive:"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in ours.most_common(top)]
-    data = {"samples": total, "categories": {k: round(v / total, 4) for k, v in cats.most_common()},
-            "top_self": [(k, round(v / total, 4)) for k, v in leaf.most_common(top)],
-            "cfbox_inclusive": [(k, round(v / total, 4)) for k, v in ours.most_common(top)]}
+        if not (stack and n.isdigit()):
+            continue
+        n = int(n)
+        if re.search(WORKER_RX, stack):
+            threads.add(stack.split(";", 1)[0])
+            for name, rx in WORKER_CATEGORIES:
+                if re.search(rx, stack):
+                    worker[name] += n
+                    break
+            else:
+                worker["other"] += n
+                leaf[_short(stack.rsplit(";", 1)[-1])] += n
+        elif "_find_and_load" in stack:
+            main["start-up: imports"] += n
+        elif "decrypt_private_key" in stack or "jwt" in stack.lower():
+            main["start-up: key and sign-in"] += n
+    wt = sum(worker.values()) or 1
+    lines = [f"Upload worker threads: {len(threads)}, {wt / hz:.1f} thread-seconds sampled at {hz} Hz "
+             "(wall time, waiting included):"]
+    lines += [f"  {100 * v / wt:5.1f}%  {k}" for k, v in worker.most_common()]
+    if leaf:
+        lines += ["", "  'other' by innermost frame:"]
+        lines += [f"  {100 * v / wt:5.1f}%  {k}" for k, v in leaf.most_common(top)]
+    lines += ["", "Main thread: " + ", ".join(f"{k} {v / hz:.2f} s" for k, v in main.items())]
+    data = {"hz": hz, "worker_threads": len(threads), "worker_seconds": round(wt / hz, 2),
+            "worker_shares": {k: round(v / wt, 4) for k, v in worker.most_common()},
+            "other_leaves": {k: round(v / wt, 4) for k, v in leaf.most_common(top)},
+            "main_seconds": {k: round(v / hz, 2) for k, v in main.items()}}
     return "\n".join(lines), data
 
 
 def profile_small_out(bench, workers: int = 4) -> str:
     """Profile the daemon uploading the mode's small files with `workers` workers."""
-    spy = shutil.which("py-spy")
+    spy = find_pyspy()
     if spy is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
     s = bench.s
@@ -91,10 +103,11 @@ def profile_small_out(bench, workers: int = 4) -> str:
             delivery=[{"name": "small", "source": str(d / "out"), "folder_id": target,
                        "workers": workers, "settle_time": 0}])
         raw = d / "pyspy.txt"
-        r = run_once(cfg, d / "once.stderr", wrap=[spy, "record", "-r", "250", "-f", "raw", "-o", str(raw), "--"])
+        r = run_once(cfg, d / "once.stderr", wrap=[spy, "record", "-r", str(HZ), "--idle", "--threads", "-f", "raw",
+                                                    "-o", str(raw), "--"])
         if r.rc != 0:
             raise RuntimeError(f"profile run: cfbox-watch once exited {r.rc}:\n{r.stderr[-1500:]}")
-        text, data = summarize(raw)
+        text, data = summarize(raw, HZ)
         keep = Path(bench.work).parent / "cfbox-bench-profile.txt"
         shutil.copy(raw, keep)
         bench.details["profile"] = {**data, "wall_s": r.wall, "raw_copy": str(keep)}

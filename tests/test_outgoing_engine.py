@@ -83,7 +83,8 @@ def env(emulator, tmp_path):
     return emulator, root, tmp_path / "state"
 
 
-def test_nested_tree_arrives_with_equal_sha1_and_second_pass_costs_nothing(env):
+def test_nested_tree_arrives_with_equal_sha1_and_second_pass_costs_nothing(env, caplog):
+    caplog.set_level(logging.DEBUG)
     emu, root, sd = env
     files = {"a.raw": b"A" * 10, "shoot/b.txt": b"bee", "shoot/day 2/c.bin": os.urandom(3000),
              "shoot/day 2/deep/er/d.dat": b"", ".DS_Store": b"junk", "x.tmp": b"temp"}
@@ -97,6 +98,17 @@ def test_nested_tree_arrives_with_equal_sha1_and_second_pass_costs_nothing(env):
     for rel, data in wanted.items():
         assert on_box[rel]["sha1"] == sha1(data)
         assert on_box[rel]["version_count"] == 1
+    # one structured line per file, no secret anywhere in the log
+    lines = [r for r in caplog.records if getattr(r, "fields", {}).get("ACTION") == "uploaded"]
+    assert sorted(r.fields["PATH"] for r in lines) == sorted(wanted)
+    for r in lines:
+        assert {"MAPPING", "ACTION", "PATH", "BOX_FILE_ID", "SHA1", "SIZE", "DURATION_MS"} <= set(r.fields)
+        assert r.fields["SHA1"] == sha1(wanted[r.fields["PATH"]])
+    cfg = __import__("json").loads(Path(emu.config_path).read_text())
+    app = cfg["boxAppSettings"]
+    secrets = [app["clientSecret"], app["appAuth"]["passphrase"]]
+    text = "\n".join(r.getMessage() + str(getattr(r, "fields", "")) for r in caplog.records)
+    assert not any(sec in text for sec in secrets)
     # second pass, same process: no upload calls at all
     emu.control.reset_counters()
     assert side.run_once() is True
@@ -551,3 +563,18 @@ def test_once_reports_a_missing_local_folder_and_a_file_that_never_settles(env):
         t.join()
     assert "done.txt" in emu.control.files(emu.folders["delivery"])
     assert "growing.log" not in emu.control.files(emu.folders["delivery"])
+
+
+def test_periodic_rescan_finds_what_the_watch_missed(env):
+    emu, root, sd = env
+    side = make_side(info(emu), root, sd, rescan_interval=0.5)
+    side.start()
+    try:
+        wait_for(side.ready)
+        side._observer.stop()          # the watch sees nothing from now on
+        side._observer.join(5)
+        write(root, "quiet/late.txt", b"late")
+        wait_for(lambda: "quiet/late.txt" in emu.control.files(emu.folders["delivery"]), timeout=10)
+    finally:
+        side.request_stop()
+        assert side.join(10)

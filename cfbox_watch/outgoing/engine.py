@@ -529,7 +529,7 @@ class OutgoingSide:
             sha1 = hash_file(path, self._beat)
         kind = planner.plan_upload(prow, sha1 or "", self.m.on_conflict)
         file_id, etag = row["box_file_id"], row["etag"]
-        sent = st.size
+        sent: int | None = None      # bytes sent; None when Box already had the content
         if kind == "already":
             item = None
         elif kind == "skip":
@@ -573,7 +573,7 @@ class OutgoingSide:
                 # Someone changed the Box file since our last upload: read it again.
                 remote = self.remote.get_file(file_id)
                 if remote.sha1 and sha1 and remote.sha1.lower() == sha1.lower():
-                    return remote, sha1, 0
+                    return remote, sha1, None
                 return version(file_id, remote.etag)
             except NotFoundError:
                 # The Box file was deleted or moved away: send this as a new file.
@@ -603,7 +603,7 @@ class OutgoingSide:
             decision = planner.on_name_conflict(sha1, remote_sha1, self.m.on_conflict)
             if decision == "already":
                 item = self.remote.get_file(cid) if cid else None
-                return item, sha1, 0
+                return item, sha1, None
             if decision == "skip":
                 self._skip_conflict(conn, row, st, t0, "Box has a different file of that name")
             if decision == "rename":
@@ -630,7 +630,7 @@ class OutgoingSide:
                 if rs is None and e.conflict_id and e.conflict_type != "folder":
                     rs = self.remote.get_file(e.conflict_id).sha1
                 if rs and rs.lower() == sha1.lower():
-                    return self.remote.get_file(e.conflict_id), sha1, 0
+                    return self.remote.get_file(e.conflict_id), sha1, None
                 up.abandon(st.relpath)
         raise ItemError(f"no free name found after {RENAME_TRIES} renames of {name!r}")
 
@@ -689,7 +689,7 @@ class OutgoingSide:
                          box_file_id=file_id, etag=etag, version_id=version_id,
                          box_name=box_name, attempts=0, last_error=None, done_at=now,
                          size=st.size, mtime_ns=st.mtime_ns, inode=st.inode)
-        action = "uploaded" if sent else "unchanged"
+        action = "uploaded" if sent is not None else "unchanged"
         log.info("%s: %s %s", self.name, action, rel,
                  extra=fields(MAPPING=self.mapping, ACTION=action, PATH=rel, BOX_FILE_ID=file_id,
                               SHA1=sha1, SIZE=st.size, DURATION_MS=_ms(t0)))

@@ -125,7 +125,7 @@ def _latest(a: str | None, b: str | None) -> str | None:
     return max(a, b)
 
 
-def status_text(summaries: dict[str, dict], *, reloading: bool = False) -> str:
+def status_text(summaries: dict[str, dict]) -> str:
     """The one-line STATUS=: per mapping queued/active/failed and last success."""
     per: dict[str, dict[str, Any]] = {}
     for key, s in summaries.items():
@@ -147,8 +147,7 @@ def status_text(summaries: dict[str, dict], *, reloading: bool = False) -> str:
         if a["errors"]:
             text += f" (STOPPED: {a['errors'][0]})"
         parts.append(text)
-    line = "; ".join(parts) if parts else "no mappings configured"
-    return ("reloading; " + line) if reloading else line
+    return "; ".join(parts) if parts else "no mappings configured"
 
 
 # ---------------------------------------------------------------- building Sides
@@ -525,7 +524,7 @@ class Daemon:
                 next_wd = now + (wd or 0)
                 next_hb = now + HEARTBEAT_EVERY
             if now >= next_status:
-                self.notifier.status(status_text(self.summaries(), reloading=False))
+                self.notifier.status(status_text(self.summaries()))
                 self.persist()
                 next_status = now + STATUS_EVERY
             if now >= next_restart:

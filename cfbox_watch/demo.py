@@ -253,7 +253,6 @@ def cmd_demo(args) -> int:
             f"its Download folder {folders['download']}, the client's Delivery folder {folders['delivery']}.")
         cfg = write_config(root, info)
         outgoing = root / "studio" / "outgoing" / VENDOR
-        incoming = root / "studio" / "incoming" / VENDOR
         final = root / "studio" / "final" / CLIENT
         for d in (outgoing, final, *{(outgoing / rel).parent for rel in EXPORTS}):
             d.mkdir(parents=True, exist_ok=True)  # the studio's folder layout exists up front

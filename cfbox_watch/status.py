@@ -44,7 +44,6 @@ import os
 import sqlite3
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from cfbox_watch import db as dbmod

@@ -251,7 +251,8 @@ def subscribe(remote, db_path, connection: str, name: str, tree: TreeMembership,
     key = (id(remote), str(db_path))
     with _HUBS_LOCK:
         hub = _HUBS.get(key)
-        if hub is None or hub.stop.is_set():
+        ended = hub is not None and hub.thread is not None and not hub.thread.is_alive()
+        if hub is None or hub.stop.is_set() or ended:  # an ended loop (setup error) starts anew
             hub = ConnectionEvents(remote, db_path, f"{connection}:events")
             _HUBS[key] = hub
         with hub.lock:

@@ -194,8 +194,9 @@ def plan_placement(
 ) -> Placement:
     """Decide where a Box file's content goes in its (NFC) destination folder.
 
-    `dir_entries` maps the NFC form of every existing name in the destination folder
-    to its entry; `target_sha1` is the SHA-1 of the existing same-named file when the
+    `dir_entries` answers, for the NFC form of a name, the existing entry of the
+    destination folder spelled that way in any normalisation (a dict in tests, a
+    lazy lookup in the engine); `target_sha1` is the SHA-1 of the existing same-named file when the
     caller hashed it (same size as on Box), which lets an identical file be adopted
     without a download.  Invariants: a file that did not come from this Box file is
     never replaced; our own copy is replaced only when unchanged or when the policy
@@ -208,7 +209,7 @@ def plan_placement(
         return Placement("download", want, False, "new local file")
     if not entry.is_file:
         return Placement("download", _join(dirparts, free_name(name, dir_entries)), False,
-                         f"a folder named {entry.name!r} exists; keeping both")
+                         f"{entry.name!r} exists and is not a regular file; keeping both")
     actual = _join(dirparts, entry.name)
     if remote_sha1 and target_sha1 and target_sha1.lower() == remote_sha1.lower():
         return Placement("adopt", actual, False, "identical local file already in place")

@@ -415,6 +415,8 @@ def test_live_watch_new_subfolders_moves_in_renames_and_overflow_rescan(env):
         wait_for(side.ready)
         assert side.summary()["state"] == "running" and side.heartbeat()
         write(root, "new/sub/dir/a.txt", b"a")                 # new nested subfolders
+        write(root, ".cache/sub/hidden.txt", b"h")             # excluded folder: never sent
+        write(root, "CaptureOne/Cache/x.txt", b"c")
         os.rename(outside / "batch", root / "batch")             # a folder moved in, with files
         write(root, "first.txt", b"name")
         box = lambda: emu.control.files(emu.folders["delivery"])
@@ -437,6 +439,7 @@ def test_live_watch_new_subfolders_moves_in_renames_and_overflow_rescan(env):
         side.request_stop()
         assert side.join(10)
     on_box = box()
+    assert not any(k.startswith((".cache", "CaptureOne")) for k in on_box)
     assert on_box["first.txt"]["sha1"] == on_box["renamed.txt"]["sha1"] == sha1(b"name")
     assert all(n["version_count"] == 1 for n in on_box.values())
 

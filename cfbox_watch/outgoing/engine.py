@@ -353,6 +353,8 @@ class OutgoingSide:
             if not self._inside_root(h.relpath):
                 continue  # reached through a symlink: never followed out of the root
             if h.relpath == "" or h.is_dir or (self.root / h.relpath).is_dir():
+                if dir_excluded(h.relpath, self.m.exclude):
+                    continue
                 if h.relpath == "" or (self.root / h.relpath).is_dir():
                     self._full_scan(conn, start=h.relpath)
                 else:

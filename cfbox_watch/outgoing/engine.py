@@ -295,7 +295,19 @@ class OutgoingSide:
         logging.getLogger("watchdog").addHandler(self._overflow)
         handler = watcher.HintHandler(self.root, self._hints)
         self._observer = watcher.make_observer(mode, self.root, handler, self.poll_interval)
-        self._observer.start()
+        try:
+            self._observer.start()
+        except OSError as e:
+            if mode == "poll":
+                raise
+            # Typically fs.inotify.max_user_watches exhausted by a huge tree: polling
+            # is slower to notice but loses nothing.
+            log.warning("%s: inotify unavailable for %s (%s); watching by polling instead; "
+                        "raising fs.inotify.max_user_watches restores instant pick-up",
+                        self.name, self.root, e.strerror or e, extra=fields(MAPPING=self.mapping))
+            self._mode = "poll"
+            self._observer = watcher.make_observer("poll", self.root, handler, self.poll_interval)
+            self._observer.start()
 
     def _worker_loop(self) -> None:
         conn = self._open()

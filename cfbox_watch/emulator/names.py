@@ -6,6 +6,8 @@ emulator is the referee, so a bug in the daemon's name logic must not be mirrore
 
 from __future__ import annotations
 
+import unicodedata
+
 MAX_NAME = 255
 
 
@@ -21,7 +23,9 @@ def name_problem(name: object) -> tuple[str, str] | None:
         return "item_name_invalid", "Item name cannot contain '/' or '\\'"
     if name != name.strip(" "):
         return "item_name_invalid", "Item name cannot start or end with a space"
-    if any(not ch.isprintable() for ch in name):
+    # Box documents "non-printable ASCII characters"; str.isprintable() would also refuse
+    # the no-break and ideographic spaces of real (Japanese, macOS) file names.
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in name):
         return "item_name_invalid", "Item name cannot contain non-printable characters"
     return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import os
 import resource
 import time
 from pathlib import Path
@@ -101,6 +102,26 @@ def sdk_big_upload(client: BoxClient, folder_id: str, path: Path) -> dict:
     with open(path, "rb") as f:
         client.chunked_uploads.upload_big_file(f, f"sdk-{path.name}", size, folder_id)
     return {"wall": time.monotonic() - t0, "cpu": _cpu() - cpu0, "bytes": size}
+
+
+def write_sha1_fsync(path: Path, size: int, block: int = 1 << 20) -> dict:
+    """The local ceiling of any download: writing that many bytes once, hashing them,
+    and fsyncing the file (what a verified, crash-safe download has to do at least)."""
+    data = bytes(block)
+    h = hashlib.sha1()
+    cpu0, t0 = _cpu(), time.monotonic()
+    with open(path, "wb", buffering=0) as f:
+        left = size
+        while left > 0:
+            n = min(block, left)
+            f.write(data[:n])
+            h.update(data[:n])
+            left -= n
+        os.fsync(f.fileno())
+    wall = time.monotonic() - t0
+    cpu = _cpu() - cpu0
+    path.unlink()
+    return {"wall": wall, "cpu": cpu, "bytes": size}
 
 
 def read_and_sha1(path: Path, block: int = 1 << 20) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sizes = MODES[args.mode]
+
+    def on_term(signum, frame):   # a killed run still removes its scratch data and servers
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="cfbox-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     result = {"mode": sizes.mode, "command": report.command_line(argv), "machine": report.machine(),
@@ -56,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scenarios.run(bench, only)
         if args.profile:
-            from cfbox_watch.bench.profile import profile_small_out
+            from cfbox_watch.bench.profile import profile_runs
 
-            result["profile"] = profile_small_out(bench)
+            result["profile"] = profile_runs(bench)
     except KeyboardInterrupt:
         failed = "interrupted"
     except RuntimeError as e:

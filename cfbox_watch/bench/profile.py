@@ -22,18 +22,28 @@ HZ = 200
 # Worker-thread samples are sorted into these, first match wins; the regexes run over
 # the whole collapsed stack (outermost first).
 WORKER_CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("upload: waiting for Box's answer", r"upload_file.*(readinto|getresponse|_read_status|recv)"),
-    ("upload: sending the body", r"upload_file.*(send|MultipartStream|sendall)"),
-    ("upload: SDK/adapter around the request", r"upload_file|upload_version"),
+    ("download: SHA-1 + write of each chunk (C calls in downloader.download)",
+     r"download \(cfbox_watch/incoming/downloader\.py:\d+\)$"),
+    ("download: rename + folder fsync", r"_place|fsync_dir"),
+    ("upload: waiting for Box's answer", r"(upload_file|upload_part|commit_session).*(readinto|getresponse|_read_status|recv)"),
+    ("upload: sending the body", r"(upload_file|upload_part).*(send|MultipartStream|sendall)"),
+    ("upload: SDK/adapter around the request", r"upload_file|upload_version|upload_part|commit_session|create_upload_session"),
+    ("chunked: reading + hashing parts", r"Uploader\.(_run_session|chunked).*(read|sha1|hashlib)"),
+    ("download: reading the body", r"(BoxRemote\.download|iter_content).*(readinto|recv|read)"),
+    ("download: write + fsync", r"fsync|BufferedWriter|\.write \("),
+    ("download: request and redirect", r"BoxRemote\.download|download_file"),
+    ("listing Box folders", r"list_folder|get_folder_items"),
     ("rate limiter", r"ratelimit\.py"),
+    ("state DB: opening a connection", r"open_db"),
     ("state DB: waiting for the write lock (BEGIN IMMEDIATE)", r"transaction\.__enter__"),
     ("Box folder id lookup/creation (_folder_for)", r"_folder_for"),
     ("state DB: queries and commits", r"sqlite3|cfbox_watch/db\.py|/outgoing/state\.py|/incoming/state\.py"),
-    ("SHA-1 hashing", r"hash_file|hashlib"),
+    ("SHA-1 hashing", r"hash_file|hashlib|_sha1_of"),
     ("logging", r"logging/__init__|cfbox_watch/log\.py"),
     ("stat and image check", r"stat_file|image_problem|settle\.py"),
+    ("waiting for parts / other threads", r"Condition\.wait|Event\.wait|_wait_for_tstate_lock|as_completed|Future\.result"),
 )
-WORKER_RX = r"_drain_worker|_worker_loop"
+WORKER_RX = r"_drain_worker|_worker_loop|_once_item"
 
 
 def find_pyspy() -> str | None:
@@ -47,7 +57,7 @@ def _short(frame: str) -> str:
     return re.sub(r"\(.*?(cfbox_watch|box_sdk_gen|site-packages|python3\.\d+)/", "(", frame)
 
 
-def summarize(raw_path: Path, hz: int, top: int = 10) -> tuple[str, dict]:
+def summarize(raw_path: Path, hz: int = HZ, top: int = 10) -> tuple[str, dict]:
     """Fold py-spy's raw output (--idle --threads) into where the upload workers' wall
     time goes, plus the main thread's start-up share."""
     worker, main, leaf = Counter(), Counter(), Counter()
@@ -71,7 +81,7 @@ def summarize(raw_path: Path, hz: int, top: int = 10) -> tuple[str, dict]:
         elif "decrypt_private_key" in stack or "jwt" in stack.lower():
             main["start-up: key and sign-in"] += n
     wt = sum(worker.values()) or 1
-    lines = [f"Upload worker threads: {len(threads)}, {wt / hz:.1f} thread-seconds sampled at {hz} Hz "
+    lines = [f"Worker threads: {len(threads)}, {wt / hz:.1f} thread-seconds sampled at {hz} Hz "
              "(wall time, waiting included):"]
     lines += [f"  {100 * v / wt:5.1f}%  {k}" for k, v in worker.most_common()]
     if leaf:
@@ -85,34 +95,55 @@ def summarize(raw_path: Path, hz: int, top: int = 10) -> tuple[str, dict]:
     return "\n".join(lines), data
 
 
-def profile_small_out(bench, workers: int = 4) -> str:
-    """Profile the daemon uploading the mode's small files with `workers` workers."""
+def _profile_once(bench, label: str, d: Path, cfg: Path, spy: str) -> str:
+    raw = d / f"pyspy-{label}.txt"
+    r = run_once(cfg, d / f"once-{label}.stderr",
+                 wrap=[spy, "record", "-r", str(HZ), "--idle", "--threads", "-f", "raw", "-o", str(raw), "--"])
+    if r.rc != 0:
+        raise RuntimeError(f"profile {label}: cfbox-watch once exited {r.rc}:\n{r.stderr[-1500:]}")
+    text, data = summarize(raw)
+    bench.details.setdefault("profile", {})[label] = {**data, "wall_s": r.wall}
+    return f"{label}: `cfbox-watch once` under py-spy, {r.wall:.1f} s wall\n" + text
+
+
+def profile_runs(bench) -> str:
+    """Profile the daemon on the four transfer workloads at this mode's sizes."""
     spy = find_pyspy()
     if spy is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
     s = bench.s
-    bench.log(f"profile: daemon small files out, {s.small_files} files, workers {workers}, under py-spy")
+    conn_extra = {"api_calls_per_minute": 100_000, "uploads_per_minute": 100_000}
+    out: list[str] = []
+    bench.log("profile: the daemon on small/big files out and in, under py-spy")
     emu = bench.emulator("profile")
     d = bench.scratch("profile")
     try:
-        workload.make_tree(d / "out", s.small_files, s.small_size)
-        target = emu.control.vendor_mkdir(emu.folders["upload"], "profile")["id"]
-        cfg = workload.write_config(
-            d / "cfbox.yaml", state_dir=d / "state",
-            connection=emu.connection(api_calls_per_minute=100_000, uploads_per_minute=100_000),
-            delivery=[{"name": "small", "source": str(d / "out"), "folder_id": target,
-                       "workers": workers, "settle_time": 0}])
-        raw = d / "pyspy.txt"
-        r = run_once(cfg, d / "once.stderr", wrap=[spy, "record", "-r", str(HZ), "--idle", "--threads", "-f", "raw",
-                                                    "-o", str(raw), "--"])
-        if r.rc != 0:
-            raise RuntimeError(f"profile run: cfbox-watch once exited {r.rc}:\n{r.stderr[-1500:]}")
-        text, data = summarize(raw, HZ)
-        keep = Path(bench.work).parent / "cfbox-bench-profile.txt"
-        shutil.copy(raw, keep)
-        bench.details["profile"] = {**data, "wall_s": r.wall, "raw_copy": str(keep)}
-        return f"daemon `once`, {s.small_files} x {s.small_size // 1024} KB, workers {workers}, " \
-               f"under py-spy: {r.wall:.1f} s\n\n" + text
+        ctl = emu.control
+        workload.make_tree(d / "small", s.small_files, s.small_size)
+        workload.make_big(d / "big" / "clip.mp4", s.big_size)
+        for label, src, workers in (("small files out, workers 4", d / "small", 4),
+                                    ("big file out", d / "big", 1)):
+            target = ctl.vendor_mkdir(emu.folders["upload"], f"profile-{len(out)}")["id"]
+            cfg = workload.write_config(d / f"out{len(out)}.yaml", state_dir=d / f"state{len(out)}",
+                                        connection=emu.connection(**conn_extra),
+                                        delivery=[{"name": "p", "source": str(src), "folder_id": target,
+                                                   "workers": workers, "settle_time": 0}])
+            out.append(_profile_once(bench, label, d, cfg, spy))
+        small_in = ctl.vendor_mkdir(emu.folders["download"], "small")["id"]
+        payload = workload.jpeg_payload(s.in_size)
+        for i in range(s.in_files):
+            ctl.vendor_upload(small_in, f"img{i:06d}.jpg", workload.unique(payload, i))
+        big_in = ctl.vendor_mkdir(emu.folders["download"], "big")["id"]
+        ctl.vendor_upload(big_in, "clip.mp4", (d / "big" / "clip.mp4").read_bytes())
+        shutil.rmtree(d / "small")
+        shutil.rmtree(d / "big")
+        for label, folder in (("files in, workers 4", small_in), ("big file in", big_in)):
+            cfg = workload.write_config(d / f"in{len(out)}.yaml", state_dir=d / f"state{len(out)}",
+                                        connection=emu.connection(**conn_extra),
+                                        post_production=[{"name": "p", "download_folder_id": folder,
+                                                          "incoming": str(d / f"in{len(out)}"), "workers": 4}])
+            out.append(_profile_once(bench, label, d, cfg, spy))
+        return "\n\n".join(out)
     finally:
         emu.stop()
         bench.drop(bench.work / "emu-profile", d)

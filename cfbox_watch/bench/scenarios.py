@@ -283,6 +283,7 @@ class Bench:
             big_id = ctl.vendor_upload(big_folder, "clip.mp4", big.read_bytes())["id"]
             big.unlink()
             sdk_big = ceilings.http_download_loop(client, emu.base_url, [big_id], 1)
+            local_big = ceilings.write_sha1_fsync(d / "ceiling.bin", s.big_size)
             sdk_big_own = ceilings.sdk_download_loop(client, [big_id], 1)
             cfg2 = workload.write_config(
                 d / "cfbox-big.yaml", state_dir=d / "state-big",
@@ -309,11 +310,15 @@ class Bench:
                      ratio(mib / rb.wall, mib / sdk_big["wall"]),
                      note=f"the SDK's own download_file stream (1 KB reads): {mib / sdk_big_own['wall']:.1f} MiB/s",
                      extra={"wall_s": round(rb.wall, 2)}))
+        self.add(Row("big_in_local", "4", "Big file in vs. local write + SHA-1 + fsync", round(mib / rb.wall, 1),
+                     "MiB/s", round(mib / local_big["wall"], 1), "write + SHA-1 + fsync of as many bytes",
+                     ratio(mib / rb.wall, mib / local_big["wall"])))
         self.details["files_in"] = {"daemon": {"wall_s": r.wall, "cpu_s": r.cpu, "counters": counters,
                                                "api_calls": api_calls(counters)},
                                     "http": sdk, "sdk_download_file": sdk_own,
                                     "big": {"wall_s": rb.wall, "cpu_s": rb.cpu, "max_rss_kb": rb.max_rss_kb,
-                                            "http": sdk_big, "sdk_download_file": sdk_big_own}}
+                                            "http": sdk_big, "sdk_download_file": sdk_big_own,
+                                            "local_write_sha1_fsync": local_big}}
         self.drop(d)
 
     # ------------------------------------------------------------------ 5 + 6. idle and restart
@@ -341,8 +346,8 @@ class Bench:
         daemon = Daemon(cfg, d, tag).start()
         try:
             first = daemon.sample()
-            ready = daemon.wait_ready()
-            idle = daemon.wait_idle()
+            ready = daemon.wait_ready(timeout=1800)
+            idle = daemon.wait_idle(timeout=1800)
             at_idle = daemon.sample()
             counters = ctl.counters()
         except BaseException:

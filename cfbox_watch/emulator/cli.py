@@ -48,6 +48,7 @@ def cmd_emulator(args) -> int:
                       "folders": provision.folders(store),
                       "service_account": {"id": sa["id"], "login": sa["login"], "name": sa["name"]}}),
           flush=True)
+    _print_guide(base, args.write_config, provision.folders(store))
 
     try:
         server.serve_forever(poll_interval=0.2)
@@ -56,3 +57,36 @@ def cmd_emulator(args) -> int:
         # is consistent whenever the process ends, which is what restart tests rely on.
         server.server_close()
     return 0
+
+
+def _print_guide(base: str, config_path: str | None, folders: dict) -> None:
+    """A newcomer who starts the emulator by hand needs to know what to put in cfbox.yaml;
+    the JSON line above is for programs, this is for people (stderr, so tests ignore it)."""
+    jwt = str(Path(config_path).resolve()) if config_path else "<run with --write-config FILE>"
+    print(f"""
+Box emulator listening on {base} (Ctrl-C stops it; its data stays in place).
+A cfbox.yaml that uses it:
+
+  state_dir: ./state
+  connections:
+    emulator:
+      jwt_config: {jwt}
+      base_url: {base}
+      upload_url: {base}/api
+  post_production:
+    - name: acme-retouch
+      connection: emulator
+      outgoing: ./studio/outgoing/acme
+      upload_folder_id: "{folders.get('upload')}"
+      download_folder_id: "{folders.get('download')}"
+      incoming: ./studio/incoming/acme
+  delivery:
+    - name: brand-final
+      connection: emulator
+      source: ./studio/final/brand
+      folder_id: "{folders.get('delivery')}"
+
+Act as the vendor (put a file into the Download folder):
+  python -c "from cfbox_watch.emulator.control import EmulatorControl as E; \\
+E('{base}').vendor_upload('{folders.get('download')}', 'retouched.jpg', b'data')"
+""", file=sys.stderr, flush=True)

@@ -96,3 +96,37 @@ def test_create_race_reuses_the_webhook_that_won(emulator, tmp_path):
     assert routes == {winner.id: down} and recorded == [(down, winner.id, "acme")]
     [only] = emu.control.webhooks()
     assert only["address"] == "http://127.0.0.1:9/hook"
+
+
+def test_webhook_of_a_mapping_removed_while_stopped_goes_at_next_start(emulator, tmp_path):
+    """Sync as the daemon does it: first with the Download mapping, then (a 'restart'
+    with a config where the connection keeps `webhooks` but has no Download folder)."""
+    import time
+
+    from cfbox_watch.config_model import Config, IncomingMapping, WebhookSettings
+
+    emu = emulator
+    hooks = WebhookSettings("http://127.0.0.1:9/hook", "127.0.0.1", 0)
+    conn = Connection(name="emu", jwt_config=emu.config_path, base_url=emu.base_url, upload_url=emu.upload_url,
+                      webhooks=hooks)
+    m = IncomingMapping(name="acme", connection="emu", folder_id=emu.folders["download"], local=tmp_path / "in",
+                        key_path="post_production[0]")
+    with_mapping = Config(path=tmp_path / "c.yaml", state_dir=tmp_path / "state", connections={"emu": conn},
+                          incoming=(m,))
+    remote = _remote(emu)
+    svc = WebhookService(tmp_path / "state", lambda key: None)
+    svc.sync(with_mapping, lambda c: remote)
+    deadline = time.monotonic() + 10
+    while not emu.control.webhooks() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(emu.control.webhooks()) == 1
+    svc.stop()
+
+    without = Config(path=tmp_path / "c.yaml", state_dir=tmp_path / "state", connections={"emu": conn})
+    svc2 = WebhookService(tmp_path / "state", lambda key: None)
+    svc2.sync(without, lambda c: remote)
+    deadline = time.monotonic() + 10
+    while emu.control.webhooks() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emu.control.webhooks() == []
+    svc2.stop()

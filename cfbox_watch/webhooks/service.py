@@ -44,7 +44,7 @@ def signature_keys(conn: Connection) -> tuple[str | None, str | None]:
 class _Endpoint:
     connection: Connection
     settings: WebhookSettings
-    receiver: WebhookReceiver
+    receiver: WebhookReceiver | None
     keys: tuple[str | None, str | None]
     folders: dict[str, str] = field(default_factory=dict)     # folder_id -> mapping name
     routes: dict[str, str] = field(default_factory=dict)      # webhook_id -> folder_id
@@ -118,6 +118,12 @@ class WebhookService:
                 self._close(ep)
                 self._register_async(ep, {}, remote_for(config.connections[name]), ep.settings.public_url,
                                      once=True)
+            for name, conn in config.connections.items():
+                # the last Download mapping went away while the daemon was stopped:
+                # webhooks this install recorded are removed at the next start
+                if conn.webhooks is not None and name not in wanted and name not in self.endpoints \
+                        and self._recorded(name):
+                    self._remove_recorded(conn, remote_for(conn))
 
     def _open(self, conn: Connection) -> _Endpoint | None:
         s = conn.webhooks
@@ -148,6 +154,8 @@ class WebhookService:
 
     def _close(self, ep: _Endpoint) -> None:
         ep.stop.set()
+        if ep.receiver is None:
+            return
         try:
             ep.receiver.stop()
         except Exception:
@@ -160,6 +168,18 @@ class WebhookService:
             self.endpoints.clear()
 
     # -- registration --------------------------------------------------------------------
+    def _recorded(self, connection: str) -> bool:
+        conn = open_db(self.db_path)
+        try:
+            state.ensure(conn)
+            return bool(state.registrations(conn, connection))
+        finally:
+            conn.close()
+
+    def _remove_recorded(self, conn: Connection, remote) -> None:
+        ep = _Endpoint(conn, conn.webhooks, None, (None, None))  # no receiver: removal only
+        self._register_async(ep, {}, remote, conn.webhooks.public_url, once=True)
+
     def _register_async(self, ep: _Endpoint, folders: dict[str, str], remote, address: str,
                         once: bool = False) -> None:
         ep.generation += 1

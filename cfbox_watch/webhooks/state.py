@@ -38,6 +38,7 @@ MIGRATIONS = [
 
 # Box retries a failed delivery for about two hours; a day covers that with margin.
 KEEP_DELIVERIES = 24 * 3600.0
+PRUNE_EVERY = 64
 
 
 def ensure(conn: sqlite3.Connection) -> None:
@@ -53,7 +54,7 @@ def first_sighting(conn: sqlite3.Connection, body_id: str, delivery_id: str | No
             "INSERT OR IGNORE INTO webhook_deliveries(body_id, delivery_id, trigger, source_id, received_at) "
             "VALUES (?, ?, ?, ?, ?)", (body_id, delivery_id, trigger, source_id, now))
         fresh = cur.rowcount == 1
-        if fresh and int(now) % 64 == 0:  # prune now and then, not on every delivery
+        if fresh and (cur.lastrowid or 0) % PRUNE_EVERY == 0:  # now and then, not on every delivery
             conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?", (now - KEEP_DELIVERIES,))
     return fresh
 

@@ -20,9 +20,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 EXPECTED_KEYS = {
     "small_out_w2", "small_out_cpu_w2", "big_out", "big_out_local",
     "latency_p50", "latency_p95", "latency_over_settle_p50",
-    "files_in", "big_in",
+    "files_in", "big_in", "big_in_local",
     "restart_ready", "restart_idle", "restart_read", "restart_calls",
-    "idle_cpu", "idle_rss", "idle_calls", "api_idle_interval",
+    "idle_cpu", "idle_rss", "idle_calls", "api_idle_interval", "api_idle_listings",
     "api_per_upload", "api_per_download",
 }
 
@@ -50,7 +50,7 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
         assert isinstance(r["value"], (int, float)) and r["value"] >= 0, r
         assert r["unit"] and r["measure"], r
     # throughput figures have a ceiling measured in the same run
-    for key in ("small_out_w2", "big_out", "big_out_local", "files_in", "big_in"):
+    for key in ("small_out_w2", "big_out", "big_out_local", "files_in", "big_in", "big_in_local"):
         assert rows[key]["ceiling"] > 0 and rows[key]["ratio"] > 0, rows[key]
     # the daemon really moved the files: per-file API calls are counted by the emulator
     assert rows["api_per_upload"]["value"] >= 1

@@ -43,7 +43,7 @@ WORKER_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("stat and image check", r"stat_file|image_problem|settle\.py"),
     ("waiting for parts / other threads", r"Condition\.wait|Event\.wait|_wait_for_tstate_lock|as_completed|Future\.result"),
 )
-WORKER_RX = r"_drain_worker|_worker_loop|_once_item"
+WORKER_RX = r"_drain_worker|_worker_loop|_once_item|cfbox-part"
 
 
 def find_pyspy() -> str | None:

@@ -32,3 +32,13 @@ def test_registrations_roundtrip(tmp_path):
     state.drop_registration(conn, "emu", "10")
     assert state.registrations(conn, "emu") == {} and "10" in state.registrations(conn, "other")
     conn.close()
+
+
+def test_refusal_log_gate():
+    from cfbox_watch.webhooks.receiver import LogGate
+
+    g = LogGate(burst=3, window=60)
+    assert [g.admit(t) for t in (0, 1, 2)] == [(True, 0)] * 3
+    assert [g.admit(t) for t in (3, 4)] == [(False, 0)] * 2
+    assert g.admit(61) == (True, 2)      # the next window reports what was held back
+    assert g.admit(62) == (True, 0)

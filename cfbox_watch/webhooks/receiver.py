@@ -31,6 +31,8 @@ log = logging.getLogger("cfbox_watch.webhooks.receiver")
 MAX_BODY = 256 * 1024
 READ_TIMEOUT = 10.0   # a peer that stalls mid-body does not hold a thread for long
 IDENTITY = {"service": "cfbox-watch webhooks"}
+LOG_BURST = 20        # refusal lines per LOG_WINDOW; the rest are counted
+LOG_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class WebhookReceiver:
         self._db = open_db(db_path)
         state.ensure(self._db)
         self._db_lock = threading.Lock()
+        self._log_gate = LogGate(LOG_BURST, LOG_WINDOW)
         self._server = _Server((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
 
@@ -146,9 +149,39 @@ class WebhookReceiver:
 
     def _refuse(self, status: int, reason: str, detail: str, where: str) -> tuple[int, dict]:
         self.count(reason)
-        log.warning("webhook delivery refused (%s): %s; %s", reason, detail, where,
-                    extra={"fields": {"ACTION": "webhook-refused", "REASON": reason}})
+        shown, suppressed = self._log_gate.admit(time.monotonic())
+        if suppressed:
+            log.warning("webhook: %d more refused deliveries were not logged (at most %d lines per %d s)",
+                        suppressed, LOG_BURST, int(LOG_WINDOW))
+        if shown:
+            log.warning("webhook delivery refused (%s): %s; %s", reason, detail, where,
+                        extra={"fields": {"ACTION": "webhook-refused", "REASON": reason}})
         return status, {"error": reason}
+
+
+class LogGate:
+    """At most `burst` refusal lines per `window` seconds: the endpoint faces the
+    internet, and a flood of junk must not drown the journal.  `admit(now)` returns
+    (log this one?, how many were held back in the window that just ended)."""
+
+    def __init__(self, burst: int, window: float):
+        self.burst, self.window = burst, window
+        self.start: float | None = None
+        self.used = 0
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def admit(self, now: float) -> tuple[bool, int]:
+        with self.lock:
+            report = 0
+            if self.start is None or now - self.start >= self.window:
+                report, self.held = self.held, 0
+                self.start, self.used = now, 0
+            if self.used < self.burst:
+                self.used += 1
+                return True, report
+            self.held += 1
+            return False, report
 
 
 def _short(value: str | None, limit: int = 64) -> str:

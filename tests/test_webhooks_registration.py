@@ -130,3 +130,40 @@ def test_webhook_of_a_mapping_removed_while_stopped_goes_at_next_start(emulator,
         time.sleep(0.05)
     assert emu.control.webhooks() == []
     svc2.stop()
+
+
+def test_webhooks_switched_off_while_stopped_are_removed_at_next_start(emulator, tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from cfbox_watch.config_model import Config, IncomingMapping, WebhookSettings
+    from cfbox_watch.webhooks import service
+
+    emu = emulator
+    base = dict(name="emu", jwt_config=emu.config_path, base_url=emu.base_url, upload_url=emu.upload_url)
+    on = Connection(**base, webhooks=WebhookSettings("http://127.0.0.1:9/hook", "127.0.0.1", 0))
+    m = IncomingMapping(name="acme", connection="emu", folder_id=emu.folders["download"], local=tmp_path / "in",
+                        key_path="post_production[0]")
+    remote = _remote(emu)
+
+    def daemon(conn):
+        cfg = Config(path=tmp_path / "c.yaml", state_dir=tmp_path / "state", connections={"emu": conn}, incoming=(m,))
+        return SimpleNamespace(config=cfg, sides={}, _remote_for=lambda c: remote)
+
+    def wait(pred):
+        deadline = time.monotonic() + 10
+        while not pred() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return pred()
+
+    first = daemon(on)
+    service.sync(first)
+    assert wait(lambda: len(emu.control.webhooks()) == 1)
+    service.stop(first)
+    assert service.recorded_connections(tmp_path / "state" / "state.sqlite3") == {"emu"}
+
+    second = daemon(Connection(**base))          # `webhooks:` removed from the connection
+    service.sync(second)
+    assert wait(lambda: emu.control.webhooks() == [])
+    assert wait(lambda: service.recorded_connections(tmp_path / "state" / "state.sqlite3") == set())
+    service.stop(second)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from cfbox_watch.config_model import Config, Connection, WebhookSettings
@@ -82,6 +83,7 @@ class WebhookService:
             conn = config.connections.get(m.connection)
             if conn is not None and conn.webhooks is not None:
                 wanted.setdefault(conn.name, {})[m.folder_id] = m.name
+        removing: set[str] = set()
         with self.lock:
             for name in list(self.endpoints):
                 ep = self.endpoints[name]
@@ -94,6 +96,7 @@ class WebhookService:
                     if conn is not None:
                         # webhooks switched off (or moved): take ours away from Box
                         self._register_async(ep, {}, remote_for(conn), ep.settings.public_url, once=True)
+                        removing.add(name)
                     else:
                         log.warning("connection %s was removed; its webhooks stay on Box until removed "
                                     "there (Developer Console or `cfbox-watch check` lists them)", name)
@@ -118,10 +121,11 @@ class WebhookService:
                 self._close(ep)
                 self._register_async(ep, {}, remote_for(config.connections[name]), ep.settings.public_url,
                                      once=True)
+                removing.add(name)
             for name, conn in config.connections.items():
-                # the last Download mapping went away while the daemon was stopped:
-                # webhooks this install recorded are removed at the next start
-                if conn.webhooks is not None and name not in wanted and name not in self.endpoints \
+                # the last Download mapping (or `webhooks:`) went away while the daemon was
+                # stopped: webhooks this install recorded are removed at the next start
+                if name not in wanted and name not in self.endpoints and name not in removing \
                         and self._recorded(name):
                     self._remove_recorded(conn, remote_for(conn))
 
@@ -169,16 +173,12 @@ class WebhookService:
 
     # -- registration --------------------------------------------------------------------
     def _recorded(self, connection: str) -> bool:
-        conn = open_db(self.db_path)
-        try:
-            state.ensure(conn)
-            return bool(state.registrations(conn, connection))
-        finally:
-            conn.close()
+        return connection in recorded_connections(self.db_path)
 
     def _remove_recorded(self, conn: Connection, remote) -> None:
-        ep = _Endpoint(conn, conn.webhooks, None, (None, None))  # no receiver: removal only
-        self._register_async(ep, {}, remote, conn.webhooks.public_url, once=True)
+        settings = conn.webhooks or WebhookSettings("", "", 0)
+        ep = _Endpoint(conn, settings, None, (None, None))  # no receiver: removal only
+        self._register_async(ep, {}, remote, settings.public_url, once=True)
 
     def _register_async(self, ep: _Endpoint, folders: dict[str, str], remote, address: str,
                         once: bool = False) -> None:
@@ -227,10 +227,32 @@ class WebhookService:
 
 # -- the daemon's three calls ------------------------------------------------------------
 
+def recorded_connections(path) -> set[str]:
+    """Connections with webhooks this install registered; read-only, and without
+    creating the tables in installs that never used webhooks."""
+    import sqlite3
+
+    if not Path(path).exists():
+        return set()
+    try:
+        conn = open_db(path, readonly=True)
+    except sqlite3.Error:
+        return set()
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='webhook_registrations'").fetchone() is None:
+            return set()
+        return {r[0] for r in conn.execute("SELECT DISTINCT connection FROM webhook_registrations")}
+    except sqlite3.Error:
+        return set()
+    finally:
+        conn.close()
+
+
 def sync(daemon) -> None:
     svc = getattr(daemon, "_webhook_service", None)
     if svc is None:
-        if not any(c.webhooks for c in daemon.config.connections.values()):
+        if not any(c.webhooks for c in daemon.config.connections.values()) and not (
+                set(daemon.config.connections) & recorded_connections(db_path(daemon.config.state_dir))):
             return
         svc = WebhookService(daemon.config.state_dir, lambda key: daemon.sides.get(key))
         daemon._webhook_service = svc

@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -32,8 +32,10 @@ import yaml
 
 from cfbox_watch.config_model import (
     DEFAULT_EXCLUDE,
+    CompletionLog,
     Config,
     Connection,
+    CreativeForce,
     IncomingMapping,
     OutgoingMapping,
     WebhookSettings,
@@ -520,6 +522,8 @@ INCOMING_SCHEMA: dict[str, tuple[Parser, Any]] = {
     "dir_mode": (p_mode, 0o2775),
     "group": (p_group, None),
     "workers": (p_int(1, 64), _GLOBAL),
+    "accept": (p_patterns, ("*",)),
+    "invalid_folder_id": (p_folder_id(), None),
 }
 
 PP_OWN_SCHEMA: dict[str, tuple[Parser, Any]] = {
@@ -529,7 +533,14 @@ PP_OWN_SCHEMA: dict[str, tuple[Parser, Any]] = {
     "upload_folder_id": (p_folder_id(), None),
     "download_folder_id": (p_folder_id(), None),
     "incoming": (p_path, None),
+    # Creative Force External Post (docs/creative-force.md)
+    "rejected": (p_path, None),
+    "rejection_folder_id": (p_folder_id(), None),
+    "completion_log": (lambda n, c: p_completion_log(n, c), None),
+    "match": (p_choice("filename", "filename+folder"), "filename"),
+    "return_due": (p_positive_duration, None),
 }
+CF_KEYS = ("rejected", "rejection_folder_id", "completion_log", "match", "return_due")
 DELIVERY_OWN_SCHEMA: dict[str, tuple[Parser, Any]] = {
     "name": (p_name, _REQUIRED),
     "connection": (p_name, None),
@@ -839,6 +850,7 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
     connections = _connections(entries.get("connections"), ctx)
     outgoing: list[OutgoingMapping] = []
     incoming: list[IncomingMapping] = []
+    cf: list[CreativeForce] = []
     names: dict[str, str] = {}
     folders: list[tuple[str, str, Path]] = []
     for section in ("post_production", "delivery"):
@@ -857,6 +869,8 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
                 k: "only post_production entries download from Box; delivery entries only upload"
                 for k in [*INCOMING_SCHEMA, "download_folder_id", "incoming"] if k != "workers"}
             if section == "delivery":
+                hints.update({k: "only post_production entries have Creative Force keys "
+                                 "(docs/creative-force.md)" for k in CF_KEYS})
                 hints.update({"outgoing": "delivery entries use `source`",
                               "upload_folder_id": "delivery entries use `folder_id`"})
             else:
@@ -877,13 +891,14 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
             # collected from every entry, complete or not, so that an overlap is
             # reported together with the entry's other problems
             for key, role in (("outgoing", "outgoing"), ("source", "outgoing"),
+                              ("rejected", "outgoing"),
                               ("incoming", "incoming"), ("sent", "sent")):
                 local = v.values.get(key)
                 if local is not None and (role != "sent" or v.values.get("after_upload") == "move"):
                     folders.append((role, f"{path}.{key}", local))
             conn_name = _resolve_connection(v, path, connections, ctx)
             if section == "post_production":
-                _post_production(v, path, str(name), conn_name, ctx, outgoing, incoming)
+                _post_production(v, path, str(name), conn_name, ctx, outgoing, incoming, cf)
             else:
                 _delivery(v, path, str(name), conn_name, ctx, outgoing)
 
@@ -900,6 +915,7 @@ def _build(root: yaml.MappingNode, ctx: _Ctx) -> Config | None:
         connections=connections,
         outgoing=tuple(outgoing),
         incoming=tuple(incoming),
+        creative_force=tuple(cf),
         settle_time=g["settle_time"],
         poll_interval=g["poll_interval"],
         workers=g["workers"],
@@ -1072,24 +1088,28 @@ def _outgoing_fields(v: _Values, path: str, local_key: str, ctx: _Ctx) -> dict[s
 
 
 def _post_production(v: _Values, path: str, name: str, conn: str, ctx: _Ctx,
-                     outgoing: list[OutgoingMapping], incoming: list[IncomingMapping]) -> None:
+                     outgoing: list[OutgoingMapping], incoming: list[IncomingMapping],
+                     cf: list[CreativeForce] | None = None) -> None:
     val = v.values
     if not any(k in v.nodes for k in ("outgoing", "upload_folder_id", "download_folder_id",
                                       "incoming")):
         ctx.problem(v.node, path, "needs `outgoing` + `upload_folder_id` (files to the vendor) "
                                   "and/or `download_folder_id` + `incoming` (files back)")
         return
-    for a, b in (("outgoing", "upload_folder_id"), ("download_folder_id", "incoming")):
+    for a, b in (("outgoing", "upload_folder_id"), ("download_folder_id", "incoming"),
+                 ("rejected", "rejection_folder_id")):
         if (a in v.nodes) != (b in v.nodes):
             given, missing = (a, b) if a in v.nodes else (b, a)
             ctx.problem(v.line_node(given), f"{path}.{missing}",
                         f"`{a}` and `{b}` go together; `{given}` is set, so set `{missing}` "
                         f"too (or remove `{given}`)")
+    main_out = main_in = None
     if val["outgoing"] is not None and val["upload_folder_id"] is not None:
         fields = _outgoing_fields(v, path, "outgoing", ctx)
-        outgoing.append(OutgoingMapping(
+        main_out = OutgoingMapping(
             name=name, kind="post_production", connection=conn, local=val["outgoing"],
-            folder_id=val["upload_folder_id"], key_path=path, **fields))
+            folder_id=val["upload_folder_id"], key_path=path, **fields)
+        outgoing.append(main_out)
     elif "outgoing" not in v.nodes and "upload_folder_id" not in v.nodes:
         for key in OUTGOING_SCHEMA:
             if key in v.nodes and key not in INCOMING_SCHEMA:
@@ -1108,18 +1128,117 @@ def _post_production(v: _Values, path: str, name: str, conn: str, ctx: _Ctx,
             elif val["after_download"] != "move":
                 ctx.warn(v.line_node("archive_folder_id"), f"{path}.archive_folder_id",
                          f"ignored because after_download is {val['after_download']!r}, not 'move'")
-        incoming.append(IncomingMapping(
+        if val["invalid_folder_id"] is not None:
+            if val["invalid_folder_id"] == val["download_folder_id"]:
+                ctx.problem(v.line_node("invalid_folder_id"), f"{path}.invalid_folder_id",
+                            "is the download folder itself; use a separate Box folder such as "
+                            "CF_Archive/_CF-Invalid-Files")
+            elif tuple(val["accept"] or ()) == ("*",):
+                ctx.warn(v.line_node("invalid_folder_id"), f"{path}.invalid_folder_id",
+                         'never used while accept is ["*"] (every name is accepted); list the '
+                         'formats you take back, e.g. accept: ["*.tif", "*.jpg"]')
+        if val["accept"] is not None and not val["accept"]:
+            ctx.problem(v.line_node("accept"), f"{path}.accept",
+                        'an empty accept list refuses every return; use ["*"] to take any file')
+        main_in = IncomingMapping(
             name=name, connection=conn, folder_id=val["download_folder_id"],
             local=val["incoming"], key_path=path,
             poll_interval=val["poll_interval"], long_poll=val["long_poll"],
             after_download=val["after_download"], archive_folder_id=val["archive_folder_id"],
             on_local_change=val["on_local_change"], file_mode=val["file_mode"],
-            dir_mode=val["dir_mode"], group=val["group"], workers=val["workers"]))
+            dir_mode=val["dir_mode"], group=val["group"], workers=val["workers"],
+            accept=tuple(val["accept"] or ("*",)), invalid_folder_id=val["invalid_folder_id"])
+        incoming.append(main_in)
     elif "download_folder_id" not in v.nodes and "incoming" not in v.nodes:
         for key in INCOMING_SCHEMA:
             if key in v.nodes and key not in OUTGOING_SCHEMA:
                 ctx.warn(v.nodes[key], f"{path}.{key}", "ignored: this entry has no incoming "
                                                         "half (download_folder_id + incoming)")
+    _creative_force(v, path, name, conn, ctx, main_out, main_in, outgoing, cf)
+
+
+def _creative_force(v: _Values, path: str, name: str, conn: str, ctx: _Ctx,
+                    main_out: OutgoingMapping | None, main_in: IncomingMapping | None,
+                    outgoing: list[OutgoingMapping], cf: list[CreativeForce] | None) -> None:
+    """The Creative Force keys of a post_production entry: the rejection half (a third
+    outgoing half with every outgoing guarantee) and the `<entry>:cf` work."""
+    val = v.values
+    rejection = None
+    if val["rejected"] is not None and val["rejection_folder_id"] is not None:
+        if val["rejection_folder_id"] in (val["upload_folder_id"], val["download_folder_id"]):
+            ctx.problem(v.line_node("rejection_folder_id"), f"{path}.rejection_folder_id",
+                        "is also this entry's upload or download folder; use the vendor's own "
+                        "Rejection folder")
+        if main_out is not None:   # same outgoing keys; reported once, for the main half
+            rejection = replace(main_out, name=f"{name}/rejection", kind="rejection",
+                                local=val["rejected"], folder_id=val["rejection_folder_id"])
+        else:
+            rejection = OutgoingMapping(
+                name=f"{name}/rejection", kind="rejection", connection=conn,
+                local=val["rejected"], folder_id=val["rejection_folder_id"], key_path=path,
+                **_outgoing_fields(v, path, "rejected", ctx))
+        outgoing.append(rejection)
+    if val["completion_log"] is not None and main_out is None:
+        ctx.problem(v.line_node("completion_log"), f"{path}.completion_log",
+                    "needs the outgoing half (outgoing + upload_folder_id): completion logs "
+                    "describe batches sent to the vendor")
+    both = main_out is not None and main_in is not None
+    for key in ("match", "return_due"):
+        if key in v.nodes and not both:
+            ctx.warn(v.nodes[key], f"{path}.{key}", "ignored: round-trip tracking needs both "
+                                                    "the outgoing and the incoming half")
+    if cf is None or main_out is None or not (both or val["completion_log"] is not None):
+        return
+    cf.append(CreativeForce(
+        name=name, connection=conn, key_path=path, outgoing=main_out, rejection=rejection,
+        incoming=main_in, completion_log=val["completion_log"],
+        match=val["match"] or "filename", return_due=val["return_due"] if both else None))
+
+
+COMPLETION_LOG_FIELDS = ("batch", "mapping")
+
+
+def p_completion_log(node: yaml.Node, ctx: _Ctx) -> CompletionLog:
+    """`completion_log: {quiet: 5m, name: "{batch}_transfer_completed.log"}`, or `true`
+    for both defaults.  The name is tried with a sample batch so that a name Box would
+    refuse is reported now, not at the first finished batch."""
+    from cfbox_watch.names import box_name_problem
+
+    if isinstance(node, yaml.ScalarNode):
+        if _scalar(node) is True:
+            return CompletionLog()
+        raise _Invalid('expected `true` or a mapping such as {quiet: 5m, name: '
+                       '"{batch}_transfer_completed.log"}')
+    if not isinstance(node, yaml.MappingNode):
+        raise _Invalid(f"expected a mapping with quiet and name, found a {_kind(node)}")
+    out: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if key == "quiet":
+            try:
+                out["quiet"] = p_duration(value_node, ctx)
+            except _Invalid as e:
+                raise _Invalid(f"quiet: {e}") from None
+        elif key == "name":
+            value = _scalar(value_node)
+            if not isinstance(value, str) or not value.strip():
+                raise _Invalid('name: expected a file name pattern such as '
+                               '"{batch}_transfer_completed.log"')
+            try:
+                sample = value.format(batch="P123_OnModel", mapping="acme")
+            except (KeyError, IndexError, ValueError) as e:
+                raise _Invalid(f"name: {value!r} has an unknown or broken placeholder ({e}); "
+                               "use {batch} and {mapping}") from None
+            if "{batch}" not in value:
+                raise _Invalid(f"name: {value!r} lacks {{batch}}; every batch needs its own log "
+                               "name, e.g. \"{batch}_transfer_completed.log\"")
+            problem = box_name_problem(sample)
+            if problem:
+                raise _Invalid(f"name: {value!r} gives a name Box refuses ({problem})")
+            out["name"] = value
+        else:
+            raise _Invalid(f"unknown key {key!r}; completion_log takes quiet and name")
+    return CompletionLog(**out)
 
 
 def _delivery(v: _Values, path: str, name: str, conn: str, ctx: _Ctx,
@@ -1190,13 +1309,18 @@ def _check_overlaps(folders: list[tuple[str, str, Path]], state_dir: Path, ctx: 
         ctx.problem(ctx.nodes.get(key), key, message)
 
 
+_FOLDER_KEY = {"post_production": "upload_folder_id", "delivery": "folder_id",
+               "rejection": "rejection_folder_id"}
+_LOCAL_KEY = {"post_production": "outgoing", "delivery": "source", "rejection": "rejected"}
+
+
 def _check_folder_reuse(outgoing: list[OutgoingMapping], incoming: list[IncomingMapping],
                         ctx: _Ctx) -> None:
     downloads = {(m.connection, m.folder_id): m for m in incoming}
     for m in outgoing:
         hit = downloads.get((m.connection, m.folder_id))
         if hit is not None:
-            key = "upload_folder_id" if m.kind == "post_production" else "folder_id"
+            key = _FOLDER_KEY[m.kind]
             ctx.problem(ctx.nodes.get(f"{m.key_path}.{key}"), f"{m.key_path}.{key}",
                         f"Box folder {m.folder_id} is also {hit.key_path}.download_folder_id; "
                         "uploads would come straight back down; use separate Box folders")
@@ -1214,7 +1338,7 @@ def _check_local_folders(outgoing: list[OutgoingMapping], incoming: list[Incomin
     """A local folder that is a file is an error; a missing one only a warning, because
     a network share may simply not be mounted yet when the config is checked."""
     for m in outgoing:
-        key = f"{m.key_path}.{'outgoing' if m.kind == 'post_production' else 'source'}"
+        key = f"{m.key_path}.{_LOCAL_KEY[m.kind]}"
         if m.local.exists() and not m.local.is_dir():
             ctx.problem(ctx.nodes.get(key), key, f"{m.local} is a file, not a folder")
         elif not m.local.exists():

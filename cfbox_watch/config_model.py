@@ -21,6 +21,7 @@ OnConflict = Literal["version", "rename", "skip"]
 AfterUpload = Literal["keep", "move", "delete"]
 AfterDownload = Literal["keep", "trash", "move"]
 OnLocalChange = Literal["keep_both", "skip", "overwrite"]
+MatchMode = Literal["filename", "filename+folder"]
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     ".*",            # hidden files and folders (.DS_Store, ._AppleDouble, .~lock)
@@ -73,7 +74,9 @@ class OutgoingMapping:
     """A watched local folder mirrored to a Box folder."""
 
     name: str                      # the post_production / delivery entry's name
-    kind: Literal["post_production", "delivery"]
+    kind: Literal["post_production", "delivery", "rejection"]   # rejection: the third half
+                                   # of a post_production entry (`rejected` -> rejection_folder_id),
+                                   # named "<entry>/rejection" so its state rows never collide
     connection: str
     local: Path                    # outgoing (post_production) or source (delivery)
     folder_id: str                 # upload_folder_id (post_production) or folder_id (delivery)
@@ -110,6 +113,32 @@ class IncomingMapping:
     dir_mode: int = 0o2775
     group: str | None = None
     workers: int = 4
+    accept: tuple[str, ...] = ("*",)       # returns not matching are never downloaded
+    invalid_folder_id: str | None = None   # where non-accepted returns are moved on Box
+
+
+@dataclass(frozen=True)
+class CompletionLog:
+    """Creative Force style `<batch>_transfer_completed.log` (docs/creative-force.md)."""
+
+    quiet: float = 300.0
+    name: str = "{batch}_transfer_completed.log"
+
+
+@dataclass(frozen=True)
+class CreativeForce:
+    """Per post_production entry: completion logs and round-trip tracking, run by the
+    `<entry>:cf` Side (cfbox_watch/creative_force/engine.py) over the halves' state."""
+
+    name: str                                  # the entry's name
+    connection: str
+    key_path: str
+    outgoing: OutgoingMapping | None = None    # the main outgoing half
+    rejection: OutgoingMapping | None = None   # the rejection half
+    incoming: IncomingMapping | None = None
+    completion_log: CompletionLog | None = None
+    match: MatchMode = "filename"
+    return_due: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +148,7 @@ class Config:
     connections: dict[str, Connection]
     outgoing: tuple[OutgoingMapping, ...] = ()
     incoming: tuple[IncomingMapping, ...] = ()
+    creative_force: tuple[CreativeForce, ...] = ()
     settle_time: float = 3.0
     poll_interval: float = 60.0
     workers: int = 4

@@ -723,8 +723,9 @@ def test_documented_example_loads(tmp_path):
     for name in _jwt_files_named_in(text):
         make_jwt_json(tmp_path / name)
     c = cfg.load_config(p)
-    assert [m.name for m in c.outgoing] == ["acme-retouch", "brand-final"]
-    assert [m.name for m in c.incoming] == ["acme-retouch"]
+    assert [m.name for m in c.outgoing] == ["acme-retouch", "cf-vendor", "cf-vendor/rejection",
+                                            "brand-final"]
+    assert [m.name for m in c.incoming] == ["acme-retouch", "cf-vendor"]
     # the example states every default: what it says must be what the code uses
     assert (c.settle_time, c.poll_interval, c.workers, c.log_level, c.shutdown_grace) == (
         3.0, 60.0, 4, "info", 20.0)
@@ -736,7 +737,7 @@ def test_documented_example_loads(tmp_path):
                                   local=out.local, folder_id=out.folder_id, key_path=out.key_path)
     assert inc == IncomingMapping(name=inc.name, connection=inc.connection,
                                   folder_id=inc.folder_id, local=inc.local, key_path=inc.key_path)
-    assert c.outgoing[1].after_upload == "move" and c.outgoing[1].sent_dir == tmp_path / "studio/sent/brand"
+    assert c.outgoing[-1].after_upload == "move" and c.outgoing[-1].sent_dir == tmp_path / "studio/sent/brand"
     assert not [w for w in c.warnings if "ignored" in w], c.warnings
 
 

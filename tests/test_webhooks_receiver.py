@@ -175,3 +175,19 @@ def test_no_length_and_identity(setup):
     with urllib.request.urlopen(url, timeout=5) as r:   # what `check` looks for
         assert json.loads(r.read()) == {"service": "cfbox-watch webhooks"}
     assert notices == []
+
+
+def test_ipv6_listen_address(tmp_path):
+    import urllib.request
+
+    try:
+        rec = WebhookReceiver("::1", 0, label="v6", keys=lambda: ("a", "b"), db_path=tmp_path / "s.sqlite3",
+                              on_notice=lambda n: True)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    rec.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{rec.address[1]}/", timeout=5) as r:
+            assert json.loads(r.read()) == {"service": "cfbox-watch webhooks"}
+    finally:
+        rec.stop()

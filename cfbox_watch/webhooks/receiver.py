@@ -197,6 +197,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr, handler, receiver: WebhookReceiver):
         self.receiver = receiver
+        if ":" in addr[0]:      # an IPv6 listen address such as [::1]:8470
+            self.address_family = socket.AF_INET6
         super().__init__(addr, handler)
 
 

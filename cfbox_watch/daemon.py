@@ -23,6 +23,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import sqlite3
 import threading
 import time
@@ -551,10 +552,14 @@ def cmd_run(args) -> int:
         code = daemon.loop(inbox)
     finally:
         inbox.close()
-    if daemon.stragglers:
-        # Worker threads still inside a transfer after the grace: their rows stay queued
-        # (claims are released at the next start), so leave without waiting for them.
+    if daemon.stragglers or any(t.is_alive() for t in threading.enumerate()
+                                if t is not threading.main_thread()):
+        # Threads still alive after the grace (a transfer, an event long-poll): their rows
+        # stay queued and claims are released at the next start, so leave without waiting,
+        # and before interpreter teardown can make a dying daemon thread print noise.
         logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
     return code
 

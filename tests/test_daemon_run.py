@@ -430,10 +430,11 @@ def test_under_systemd_file_outcomes_reach_the_journal_with_fields(tmp_path, emu
     uploaded = [r for r in records if r.get("ACTION") == "uploaded"]
     assert len(uploaded) == 1, records
     r = uploaded[0]
-    assert r["MAPPING"] == "acme" and r["PATH"] == "sub dir/a b.png"
+    assert r["MAPPING"] == "acme" and r["PATH"] == "sub dir/a b.png", r
     assert r["SHA1"] == hashlib.sha1(blob).hexdigest() and r["SIZE"] == str(len(blob))
     assert r["BOX_FILE_ID"].isdigit() and float(r["DURATION_MS"]) >= 0
     assert r["PRIORITY"] == "6" and r["SYSLOG_IDENTIFIER"] == "cfbox-watch"
     assert any(x.get("MESSAGE", "").startswith("ready") for x in records)
-    assert any(x.get("MESSAGE") == "stopped" for x in records)
-    assert (tmp_path / "stderr").read_text() == ""   # everything went to the journal
+    assert any(x.get("MESSAGE") == "stopped" for x in records), [x.get("MESSAGE") for x in records]
+    stray = (tmp_path / "stderr").read_text()
+    assert stray == "", stray   # everything went to the journal

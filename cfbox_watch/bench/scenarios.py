@@ -112,6 +112,11 @@ class Bench:
             self.drop(d)
         return self._startup_cpu
 
+    def net_wall(self, wall: float) -> float:
+        """A `once` run's wall time minus the start-up every `once` pays (measured with an
+        empty folder): a running daemon pays it once, not per batch."""
+        return max(0.001, wall - self.details["startup"]["wall_s"])
+
     # ------------------------------------------------------------------ 1. small files out
     def small_files_out(self) -> None:
         s = self.s
@@ -155,7 +160,7 @@ class Bench:
             if landed != n + folders:
                 raise RuntimeError(f"small files out, workers {w}: Box holds {landed} items, expected {n + folders}")
             base_wall = self.details["startup"]["wall_s"]
-            fps, sdk_fps = n / max(0.001, r.wall - base_wall), n / sdk["wall"]
+            fps, sdk_fps = n / self.net_wall(r.wall), n / sdk["wall"]
             cpu_file = (r.cpu - base_cpu) / n
             self.add(Row(f"small_out_w{w}", "1", f"Small files out, workers {w}", round(fps, 1), "files/s",
                          round(sdk_fps, 1), f"bare SDK upload loop, {w} threads", ratio(fps, sdk_fps),
@@ -189,6 +194,7 @@ class Bench:
             client = ceilings.sdk_client(emu.config_path, emu.base_url, emu.upload_url)
             sdk_folder = ctl.vendor_mkdir(emu.folders["upload"], "sdk")["id"]
             sdk = ceilings.sdk_big_upload(client, sdk_folder, big)
+            self.startup_cpu(emu)
             target = ctl.vendor_mkdir(emu.folders["upload"], "daemon")["id"]
             cfg = workload.write_config(
                 d / "cfbox.yaml", state_dir=d / "state",
@@ -204,11 +210,13 @@ class Bench:
             self.drop(self.work / "emu-big-out")
         if not node or node.get("sha1") != local["sha1"]:
             raise RuntimeError(f"big file out: Box holds {node!r}, expected SHA-1 {local['sha1']}")
-        mbps = mib / r.wall
+        mbps = mib / self.net_wall(r.wall)
         local_mbps, sdk_mbps = mib / local["wall"], mib / sdk["wall"]
         self.add(Row("big_out", "2", f"Big file out ({mib:.0f} MiB, chunked, parallel parts)", round(mbps, 1),
                      "MiB/s", round(sdk_mbps, 1), "bare SDK upload_big_file (sequential)",
-                     ratio(mbps, sdk_mbps), extra={"wall_s": round(r.wall, 2)}))
+                     ratio(mbps, sdk_mbps), note=f"`once` wall {r.wall:.2f} s minus start-up; "
+                                                 f"with start-up {mib / r.wall:.1f} MiB/s",
+                     extra={"wall_s": round(r.wall, 2)}))
         self.add(Row("big_out_local", "2", "Big file out vs. local read + SHA-1", round(mbps, 1), "MiB/s",
                      round(local_mbps, 1), "read + SHA-1 of the same file", ratio(mbps, local_mbps)))
         self.details["big_out"] = {"bytes": s.big_size, "daemon": {"wall_s": r.wall, "cpu_s": r.cpu,
@@ -269,6 +277,7 @@ class Bench:
                 connection=emu.connection(api_calls_per_minute=UNLIMITED, uploads_per_minute=UNLIMITED),
                 post_production=[{"name": "vendor", "download_folder_id": small_root,
                                   "incoming": str(d / "in"), "workers": 4}])
+            self.startup_cpu(emu)
             ctl.reset_counters()
             r = run_once(cfg, d / "once.stderr")
             _check(r, "files in")
@@ -298,21 +307,24 @@ class Bench:
             emu.stop()
             self.drop(self.work / "emu-files-in")
         n = s.in_files
-        fps, sdk_fps = n / r.wall, n / sdk["wall"]
+        fps, sdk_fps = n / self.net_wall(r.wall), n / sdk["wall"]
         mib = s.big_size / MB
+        big_mbps = mib / self.net_wall(rb.wall)
         self.add(Row("files_in", "4", f"Files in ({n} x {s.in_size // 1024} KB, workers 4)", round(fps, 1),
                      "files/s", round(sdk_fps, 1), "plain HTTP GETs, 4 threads, to memory",
-                     ratio(fps, sdk_fps), note="daemon: listing, download, SHA-1 check, fsync, rename; "
-                     f"the SDK's own download_file loop: {n / sdk_own['wall']:.1f} files/s",
+                     ratio(fps, sdk_fps), note="daemon: listing, download, SHA-1 check, fsync, rename; `once` wall "
+                     f"{r.wall:.2f} s minus start-up; the SDK's own download_file loop: "
+                     f"{n / sdk_own['wall']:.1f} files/s",
                      extra={"wall_s": round(r.wall, 2), "mib_per_s": round(n * s.in_size / MB / r.wall, 1)}))
-        self.add(Row("big_in", "4", f"Big file in ({mib:.0f} MiB)", round(mib / rb.wall, 1), "MiB/s",
+        self.add(Row("big_in", "4", f"Big file in ({mib:.0f} MiB)", round(big_mbps, 1), "MiB/s",
                      round(mib / sdk_big["wall"], 1), "plain HTTP GET to memory, 1 MiB reads",
-                     ratio(mib / rb.wall, mib / sdk_big["wall"]),
-                     note=f"the SDK's own download_file stream (1 KB reads): {mib / sdk_big_own['wall']:.1f} MiB/s",
+                     ratio(big_mbps, mib / sdk_big["wall"]),
+                     note=f"`once` wall {rb.wall:.2f} s minus start-up; the SDK's own download_file stream "
+                          f"(1 KB reads): {mib / sdk_big_own['wall']:.1f} MiB/s",
                      extra={"wall_s": round(rb.wall, 2)}))
-        self.add(Row("big_in_local", "4", "Big file in vs. local write + SHA-1 + fsync", round(mib / rb.wall, 1),
+        self.add(Row("big_in_local", "4", "Big file in vs. local write + SHA-1 + fsync", round(big_mbps, 1),
                      "MiB/s", round(mib / local_big["wall"], 1), "write + SHA-1 + fsync of as many bytes",
-                     ratio(mib / rb.wall, mib / local_big["wall"])))
+                     ratio(big_mbps, mib / local_big["wall"])))
         self.details["files_in"] = {"daemon": {"wall_s": r.wall, "cpu_s": r.cpu, "counters": counters,
                                                "api_calls": api_calls(counters)},
                                     "http": sdk, "sdk_download_file": sdk_own,

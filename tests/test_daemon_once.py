@@ -100,3 +100,38 @@ def test_once_exit_75_when_box_is_unreachable(tmp_path, emulator):
     assert r.returncode == 75, r.stderr
     assert "Traceback" not in r.stderr
     print(f"once against a stopped Box took {time.monotonic() - t0:.1f} s")
+
+
+def test_once_sigterm_stops_early_and_the_next_pass_finishes(tmp_path, emulator):
+    import signal
+
+    cfg = config(tmp_path, emulator)
+    expected = {}
+    for i in range(12):
+        blob = png_bytes(30 + i, 30, i)
+        (tmp_path / "studio" / "out" / f"f{i:02d}.png").write_bytes(blob)
+        expected[f"f{i:02d}.png"] = hashlib.sha1(blob).hexdigest()
+    emulator.control.faults(latency=0.5, path_regex=r"files/content")
+    proc = subprocess.Popen([PY, "-m", "cfbox_watch", "-c", str(cfg), "once"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not emulator.control.files(emulator.folders["upload"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert time.monotonic() - t0 < 15 and "Traceback" not in err
+    assert len(emulator.control.files(emulator.folders["upload"])) < len(expected)
+    emulator.control.clear_faults()
+    r = once(cfg)
+    assert r.returncode == 0, r.stderr
+    on_box = emulator.control.files(emulator.folders["upload"])
+    assert {k: v["sha1"] for k, v in on_box.items()} == expected
+    assert all(v.get("version_count", 1) == 1 for v in on_box.values())

@@ -223,7 +223,7 @@ def test_key_rotation_on_reload(emulator, tmp_path):
         # the secondary verifies it; its listing also brings p.jpg
         wait_until(lambda: arrive(root / "in" / "both.jpg", b"both keys"), 5, "both.jpg")
         assert time.monotonic() - t0 < 1.0
-        assert arrive(root / "in" / "p.jpg", b"primary only")
+        wait_until(lambda: arrive(root / "in" / "p.jpg", b"primary only"), 5, "p.jpg (same listing)")
     finally:
         assert stop(proc) == 0
     text = log.read_text()

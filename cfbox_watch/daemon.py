@@ -74,7 +74,7 @@ class SideSpec:
     """What a Side is built from; two equal specs give interchangeable Sides."""
 
     key: str                        # "<mapping>:out" | "<mapping>:in"
-    direction: str                  # "out" | "in"
+    direction: str                  # "out" | "in" | "cf" (Creative Force work)
     mapping: OutgoingMapping | IncomingMapping
     connection: Connection
     state_dir: str
@@ -88,6 +88,9 @@ def side_specs(config: Config) -> dict[str, SideSpec]:
     for m in config.incoming:
         specs[f"{m.name}:in"] = SideSpec(f"{m.name}:in", "in", m,
                                          config.connections[m.connection], str(config.state_dir))
+    for cf in config.creative_force:  # completion logs + round trip (docs/creative-force.md)
+        specs[f"{cf.name}:cf"] = SideSpec(f"{cf.name}:cf", "cf", cf,
+                                          config.connections[cf.connection], str(config.state_dir))
     return specs
 
 
@@ -183,6 +186,10 @@ class _HangingRemote:
 
 
 def build_side(config: Config, spec: SideSpec, remote) -> Side:
+    if spec.direction == "cf":
+        from cfbox_watch.creative_force.engine import CreativeForceSide
+
+        return CreativeForceSide(config, spec.mapping, remote)
     if spec.direction == "out":
         from cfbox_watch.outgoing.engine import OutgoingSide
 

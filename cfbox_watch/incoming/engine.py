@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cfbox_watch.config_model import Config, IncomingMapping
+from cfbox_watch.creative_force.roundtrip import accepted
 from cfbox_watch.db import db_path, open_db
 from cfbox_watch.errors import (
     BoxError, CfboxError, ItemError, NameConflictError, NotFoundError, RetryableError, SetupError,
@@ -145,6 +146,9 @@ class IncomingSide:
             if mapping.archive_folder_id:
                 register(mapping.archive_folder_id,
                          f"{mapping.key_path}.archive_folder_id ({mapping.archive_folder_id})")
+            if mapping.invalid_folder_id:
+                register(mapping.invalid_folder_id,
+                         f"{mapping.key_path}.invalid_folder_id ({mapping.invalid_folder_id})")
 
     # -- Side protocol -------------------------------------------------------------
 
@@ -349,7 +353,7 @@ class IncomingSide:
                 files: list[RemoteFile] = []
                 for it in items:
                     if it.type == "folder":
-                        if it.id == self.m.archive_folder_id:
+                        if it.id in (self.m.archive_folder_id, self.m.invalid_folder_id):
                             continue  # an archive inside the tree must not feed back
                         sub = rel + (it.name,)
                         folders.append((it.id, "/".join(sub), fid, it.etag, it.modified_at))
@@ -381,6 +385,9 @@ class IncomingSide:
                 if rec is not None and rec.box_path != "/".join(rf.box_path):
                     state.note_seen(conn, self.mapping, rf)
                 continue
+            if not accepted(rf.box_path[-1], self.m.accept):
+                self._not_accepted(conn, rf)
+                continue
             parts, problem = local_parts(rf.box_path)
             if problem is not None:
                 if rec is None or rec.status != "rejected" or rec.box_path != "/".join(rf.box_path):
@@ -391,6 +398,42 @@ class IncomingSide:
             state.enqueue(conn, self.mapping, rf)
             queued += 1
         return queued
+
+    def _not_accepted(self, conn, rf: RemoteFile) -> None:
+        """A return whose name the studio does not take (`accept`, docs/creative-force.md):
+        never downloaded; moved on Box into `invalid_folder_id` keeping its path (the
+        `_CF-Invalid-Files` role) and reported.  A move that fails is tried again at the
+        next listing; without an invalid folder the file stays and is looked at again
+        when renamed on Box."""
+        path = "/".join(rf.box_path)
+        reason = "name not accepted (accept: " + ", ".join(self.m.accept) + ")"
+        if self.m.invalid_folder_id:
+            try:
+                parent = self.m.invalid_folder_id
+                for name in rf.box_path[:-1]:
+                    parent = self.remote.create_folder(parent, name).id  # 409 -> the existing one
+                stem, ext = split_ext(rf.box_path[-1])
+                for n in range(1, 50):
+                    try:
+                        self.remote.move_file(rf.file_id, parent,
+                                              name=None if n == 1 else f"{stem} ({n}){ext}")
+                        break
+                    except NameConflictError:
+                        continue
+                else:
+                    raise ItemError(f"the invalid-files folder already holds {rf.box_path[-1]!r} "
+                                    "and its numbered variants")
+                reason += f"; moved into Box folder {self.m.invalid_folder_id}"
+            except NotFoundError:
+                return  # gone meanwhile
+            except (RetryableError, ItemError) as e:
+                log.warning("%s: not downloading %s: %s; moving it into the invalid-files folder "
+                            "failed (%s), trying again at the next listing", self.name, path, reason,
+                            e, extra={"fields": self._fields("invalid", path, rf)})
+                return
+        state.reject(conn, self.mapping, rf, reason)
+        log.warning("%s: not downloading %s: %s", self.name, path, reason,
+                    extra={"fields": self._fields("invalid", path, rf)})
 
     def _scan_with_retries(self, conn) -> bool:
         for attempt in range(1, ONCE_ATTEMPTS + 1):

@@ -27,6 +27,17 @@ The JSON shape (`--json`) is a stable interface for scripts and monitoring:
          "problems": [{"path": "shoot/a.jpg", "status": "failed",
                        "error": "...", "attempts": 3}]}
       ],
+      "round_trip": [                          # Creative Force (docs/creative-force.md),
+        {"name": "acme-retouch", "match": "filename", "return_due": 172800.0,
+         "completion_log": {"quiet": 300.0, "name": "{batch}_transfer_completed.log"},
+         "sent": 10, "returned": 7, "outstanding": 3, "rejected": 1,
+         "oldest_outstanding_age": 3600.0, "overdue": 0, "unmatched_returns": 0,
+         "invalid_returns": 1,
+         "batches": [{"batch": "P123_OnModel", "sent": 10, "returned": 7, "outstanding": 3,
+                      "rejected": 1, "oldest_outstanding_age": 3600.0, "overdue": 0,
+                      "completion_log": {"name": "P123_OnModel_transfer_completed.log",
+                                         "files": 10, "versions": 1, "box_file_id": "77"}}]}
+      ],
       "connections": [{"name": "acme",
                        "health": "ok" | "degraded" | "error" | "unknown",
                        "message": null}]       # degraded: items wait to retry (Box busy
@@ -181,7 +192,17 @@ def collect(config: Config, conn: sqlite3.Connection | None, now: float | None =
         "daemon": daemon,
         "mappings": mappings,
         "connections": connections,
+        "round_trip": _round_trip(config, conn, now),
     }
+
+
+def _round_trip(config: Config, conn: sqlite3.Connection | None, now: float | None) -> list[dict]:
+    """Creative Force round trip per post_production entry (docs/creative-force.md)."""
+    if not config.creative_force:
+        return []
+    from cfbox_watch.creative_force.engine import report
+
+    return [report(conn, cf, time.time() if now is None else now) for cf in config.creative_force]
 
 
 def _when(iso: str | None) -> str:
@@ -222,6 +243,18 @@ def render_text(report: dict) -> str:
             lines.append(f"  {p.get('status')}: {p.get('path')}" + (f": {reason}" if reason else ""))
         if len(m["problems"]) > 10:
             lines.append(f"  ... and {len(m['problems']) - 10} more (status --json lists them)")
+    for rtp in report.get("round_trip", []):
+        lines.append(f"{rtp['name']} (round trip): {rtp['sent']} sent, {rtp['returned']} returned, "
+                     f"{rtp['outstanding']} outstanding, {rtp['rejected']} rejected"
+                     + (f", {rtp['overdue']} overdue" if rtp.get("overdue") else "")
+                     + (f", {rtp['invalid_returns']} invalid returns" if rtp.get("invalid_returns") else "")
+                     + (f"; oldest outstanding {rtp['oldest_outstanding_age'] / 3600:.1f} h"
+                        if rtp.get("oldest_outstanding_age") is not None else ""))
+        for b in rtp["batches"][:20]:
+            logged = b.get("completion_log")
+            lines.append(f"  {b['batch'] or '(top level)'}: {b['sent']} sent, {b['returned']} returned, "
+                         f"{b['outstanding']} outstanding, {b['rejected']} rejected"
+                         + (f"; log {logged['name']} ({logged['files']} files)" if logged else ""))
     lines.append("")
     for c in report["connections"]:
         lines.append(f"connection {c['name']}: {c['health']}" + (f": {c['message']}" if c["message"] else ""))

@@ -70,7 +70,9 @@ def choose_mode(mode: str, fstype: str | None) -> str:
     return "poll" if is_network_fs(fstype) else "inotify"
 
 
-def read_mounts(path: str = "/proc/mounts") -> list[tuple[str, str]]:
+def read_mounts(path: str = "/proc/self/mounts") -> list[tuple[str, str]]:
+    # /proc/self/mounts (not /proc/mounts, a symlink into the pid folders) stays readable
+    # under systemd's ProcSubset=pid; unreadable means "assume local", never a crash.
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return parse_mounts(f.read())

@@ -657,7 +657,9 @@ def cmd_once(args) -> int:
 
     by_mapping: dict[str, list[str]] = {}
     for key in sides:
-        by_mapping.setdefault(key.rsplit(":", 1)[0], []).append(key)
+        # an entry's halves run in order (out, its "<entry>/rejection" half, in, then the
+        # ":cf" Side that reads what they did)
+        by_mapping.setdefault(key.rsplit(":", 1)[0].split("/")[0], []).append(key)
 
     stop = threading.Event()
 

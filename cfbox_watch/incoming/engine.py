@@ -407,6 +407,7 @@ class IncomingSide:
         when renamed on Box."""
         path = "/".join(rf.box_path)
         reason = "name not accepted (accept: " + ", ".join(self.m.accept) + ")"
+        status = "rejected"
         if self.m.invalid_folder_id:
             try:
                 parent = self.m.invalid_folder_id
@@ -424,6 +425,7 @@ class IncomingSide:
                     raise ItemError(f"the invalid-files folder already holds {rf.box_path[-1]!r} "
                                     "and its numbered variants")
                 reason += f"; moved into Box folder {self.m.invalid_folder_id}"
+                status = "invalid"
             except NotFoundError:
                 return  # gone meanwhile
             except (RetryableError, ItemError) as e:
@@ -431,7 +433,7 @@ class IncomingSide:
                             "failed (%s), trying again at the next listing", self.name, path, reason,
                             e, extra={"fields": self._fields("invalid", path, rf)})
                 return
-        state.reject(conn, self.mapping, rf, reason)
+        state.reject(conn, self.mapping, rf, reason, status)
         log.warning("%s: not downloading %s: %s", self.name, path, reason,
                     extra={"fields": self._fields("invalid", path, rf)})
 

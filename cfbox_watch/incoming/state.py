@@ -77,7 +77,8 @@ MIGRATIONS = [
 
 # Statuses: pending (queued), active (a worker holds it), done (placed, or adopted),
 # failed (retried at next_attempt), skipped (policy kept the local edit), rejected
-# (unsafe name; looked at again only when renamed on Box).
+# (unsafe name; looked at again only when renamed on Box), invalid (name not in `accept`,
+# moved into invalid_folder_id; docs/creative-force.md).
 QUEUED = ("pending", "failed")
 
 
@@ -188,22 +189,25 @@ def note_seen(conn: sqlite3.Connection, mapping: str, remote: RemoteFile) -> Non
         )
 
 
-def reject(conn: sqlite3.Connection, mapping: str, remote: RemoteFile, reason: str) -> None:
+def reject(conn: sqlite3.Connection, mapping: str, remote: RemoteFile, reason: str,
+           status: str = "rejected") -> None:
+    """`rejected`: not taken, waits for a rename on Box (counts as failed);
+    `invalid`: a non-accepted return already moved to the invalid-files folder (done with)."""
     now = time.time()
     with transaction(conn):
         conn.execute(
             """INSERT INTO in_files(mapping, file_id, box_path, parent_id, remote_sha1,
                    remote_version, remote_size, status, seen_sha1, seen_version, last_error,
                    updated_at)
-               VALUES(?,?,?,?,?,?,?, 'rejected', ?, ?, ?, ?)
+               VALUES(?,?,?,?,?,?,?,?, ?, ?, ?, ?)
                ON CONFLICT(mapping, file_id) DO UPDATE SET
                    box_path=excluded.box_path, parent_id=excluded.parent_id,
                    remote_sha1=excluded.remote_sha1, remote_version=excluded.remote_version,
-                   remote_size=excluded.remote_size, status='rejected',
+                   remote_size=excluded.remote_size, status=excluded.status,
                    seen_sha1=excluded.seen_sha1, seen_version=excluded.seen_version,
                    last_error=excluded.last_error, updated_at=excluded.updated_at""",
             (mapping, remote.file_id, "/".join(remote.box_path), remote.parent_id, remote.sha1,
-             remote.version_id, remote.size, remote.sha1, remote.version_id, reason, now),
+             remote.version_id, remote.size, status, remote.sha1, remote.version_id, reason, now),
         )
 
 

@@ -122,7 +122,7 @@ def queue_rows(conn: sqlite3.Connection, mapping: str) -> list[sqlite3.Row]:
 def invalid_returns(conn: sqlite3.Connection, mapping: str) -> int:
     if not _table(conn, "in_files"):
         return 0
-    return conn.execute("SELECT COUNT(*) FROM in_files WHERE mapping=? AND status='rejected' "
+    return conn.execute("SELECT COUNT(*) FROM in_files WHERE mapping=? AND status IN ('rejected', 'invalid') "
                         "AND last_error LIKE 'name not accepted%'", (mapping,)).fetchone()[0]
 
 

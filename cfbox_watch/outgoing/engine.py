@@ -495,8 +495,11 @@ class OutgoingSide:
             state.set_status(conn, self.mapping, rel, "pending", expect="uploading",
                              attempts=attempts, next_attempt=time.time() + delay,
                              last_error=str(e))
-            log.info("%s: %s will be retried in %.0f s: %s", self.name, rel, delay, e,
-                     extra=fields(MAPPING=self.mapping, ACTION="retry", PATH=rel))
+            # Retries are summarized: the 1st, 3rd and every 10th attempt reach the
+            # journal, the rest only the debug log, so an outage is not a flood of lines.
+            level = logging.INFO if attempts in (1, 3) or attempts % 10 == 0 else logging.DEBUG
+            log.log(level, "%s: %s will be retried in %.0f s (attempt %d): %s", self.name, rel,
+                    delay, attempts, e, extra=fields(MAPPING=self.mapping, ACTION="retry", PATH=rel))
         except SetupError as e:
             state.set_status(conn, self.mapping, rel, "pending", expect="uploading",
                              last_error=str(e))

@@ -1,7 +1,7 @@
 """Outgoing throughput against the local emulator: files/s for many small files and
 MB/s for one large (chunked) file.  Prints the figures; not a test.
 
-    .venv/bin/python bench/bench_outgoing.py [--files 1000] [--big-mb 200]
+    .venv/bin/python benchmarks/bench_outgoing.py [--files 1000] [--big-mb 200]
 
 The client-side rate limiter normally keeps a connection under Box's ~240 uploads a
 minute, which alone caps small files at ~3.3 files/s against real Box; the emulator has

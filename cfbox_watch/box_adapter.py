@@ -84,9 +84,11 @@ CREDENTIAL_PREFIX = "credential:"
 # How much longer than the server's own hold we wait on a long-poll, so the server's
 # answer ("reconnect") normally arrives before our read timeout does.
 LONG_POLL_MARGIN = 5.0
-# After one thread refreshed the token, other threads' 401s within this window reuse
-# it instead of asking for another one.
-REFRESH_COALESCE_SECONDS = 2.0
+# The Authorization header each thread's last request carried: a 401 for a token that
+# another thread already replaced retries with the new one instead of signing in again,
+# and a 401 for the current token always signs in (a time window would retry a token
+# revoked right after a refresh with itself, and fail).
+_SENT = threading.local()
 
 
 # --------------------------------------------------------------------------- data
@@ -385,16 +387,16 @@ class _RefreshOnce(RetryStrategy):
     def __init__(self):
         super().__init__()
         self._lock = threading.Lock()
-        self._last_refresh = float("-inf")
         self.refreshes = 0
 
     def should_retry(self, fetch_options, fetch_response, attempt_number: int) -> bool:
         if fetch_response.status != 401 or fetch_options.auth is None or attempt_number > 1:
             return False
         with self._lock:
-            if time.monotonic() - self._last_refresh > REFRESH_COALESCE_SECONDS:
+            current = fetch_options.auth.token_storage.get()
+            sent = getattr(_SENT, "authorization", None)
+            if current is None or sent is None or sent == f"Bearer {current.access_token}":
                 fetch_options.auth.refresh_token(network_session=fetch_options.network_session)
-                self._last_refresh = time.monotonic()
                 self.refreshes += 1
         return True
 
@@ -426,6 +428,7 @@ class _Transport(BoxNetworkClient):
         if not token_call:
             self.limiter.acquire_call()
         self.bump()
+        _SENT.authorization = (request.headers or {}).get("Authorization")
         response = super()._make_request(request)
         net = response.network_response
         self.local.last_response = net

@@ -237,3 +237,54 @@ def test_round_trip_counts_and_overdue_survive_restarts(emulator, tmp_path):
         assert "ACTION=overdue" not in p.stderr
     assert not list(out.rglob("*.jpg"))   # moved to `sent`: the outgoing queue forgot them
     assert len(list(sent_dir.rglob("*.jpg"))) == 3
+
+
+def test_running_daemon_writes_the_log_and_journals_overdue(emulator, tmp_path):
+    """`run` under a (test) journal: the `:cf` Side writes the completion log once the
+    batch is quiet, and the overdue warning carries ACTION=overdue as a journal field."""
+    import os
+    import socket
+    import time
+
+    from cfbox_watch.log import decode_journal
+
+    cfg = write_config(tmp_path, emulator, completion_log={"quiet": "1s", "name": LOG},
+                       return_due="1s")
+    put(tmp_path / "studio/out", "P9/a.jpg", b"a" * 10)
+    jpath = Path(f"/tmp/cfbox-cf-{os.getpid()}-{time.monotonic_ns()}.sock")
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(jpath))
+    journal.settimeout(0.3)
+    err = open(tmp_path / "stderr", "w")
+    st = os.fstat(err.fileno())
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env.update(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", CFBOX_JOURNAL_SOCKET=str(jpath))
+    proc = subprocess.Popen([PY, "-m", "cfbox_watch", "-c", str(cfg), "run"],
+                            stdout=subprocess.DEVNULL, stderr=err, env=env)
+    records: list[dict] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                records.append(decode_journal(journal.recv(1 << 20)))
+            except socket.timeout:
+                pass
+            actions = {r.get("ACTION") for r in records}
+            if {"completed", "overdue"} <= actions:
+                break
+        proc.send_signal(15)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        journal.close()
+        jpath.unlink(missing_ok=True)
+        err.close()
+    done = [r for r in records if r.get("ACTION") == "completed"]
+    late = [r for r in records if r.get("ACTION") == "overdue"]
+    assert done and done[0]["PATH"] == "P9/P9_transfer_completed.log" and done[0]["MAPPING"] == "vendor"
+    assert len(late) == 1 and late[0]["PATH"] == "P9/a.jpg" and late[0].get("PRIORITY") == "4"
+    files = box_files(emulator, emulator.folders["upload"])
+    assert cl.parse(emulator.control.file_content(files["P9/P9_transfer_completed.log"]["id"])) == [
+        ("a.jpg", 10, sha(b"a" * 10))]

@@ -31,6 +31,8 @@ log = logging.getLogger("cfbox_watch.creative_force")
 
 TICK = 2.0            # seconds between looks at the state DB (no Box call when idle)
 STALL_SECONDS = 900.0
+WATERMARK_SLACK = 120.0   # rows confirmed by other threads commit a little after their time
+OVERDUE_EVERY = 60.0      # seconds between overdue looks when nothing changed
 
 
 def sent_records(rows) -> list[rt.Sent]:
@@ -100,6 +102,10 @@ class CreativeForceSide:
         self._failures: dict[str, str] = {}    # batch -> why its log could not be written
         self._retry_at: dict[str, float] = {}  # batch -> not before (after a failure)
         self.retry_delay = 30.0
+        self._marks: dict[str, float] = {}     # sync watermarks (confirmation times)
+        self._queue_sig: tuple = ()
+        self._next_look = 0.0                  # re-evaluate batches then even without change
+        self._next_overdue = 0.0
 
     # -- Side protocol -------------------------------------------------------------
     def start(self) -> None:
@@ -171,15 +177,23 @@ class CreativeForceSide:
     def step(self, conn, now: float) -> None:
         """One look: copy new sends/returns in, write due completion logs, warn overdue."""
         cf = self.cf
-        if cf.outgoing is not None:
-            state.sync_sent(conn, cf.name, "out", cf.outgoing.name)
-        if cf.rejection is not None:
-            state.sync_sent(conn, cf.name, "rejection", cf.rejection.name)
+        changed = 0
+        for key, half, m in (("out", "out", cf.outgoing), ("rej", "rejection", cf.rejection)):
+            if m is not None:
+                n, latest = state.sync_sent(conn, cf.name, half, m.name, self._marks.get(key, 0.0))
+                self._marks[key] = latest - WATERMARK_SLACK
+                changed += n
         if cf.incoming is not None:
-            state.sync_returned(conn, cf.name, cf.incoming.name)
+            n, latest = state.sync_returned(conn, cf.name, cf.incoming.name, self._marks.get("in", 0.0))
+            self._marks["in"] = latest - WATERMARK_SLACK
+            changed += n
         if cf.completion_log is not None and cf.outgoing is not None:
-            self._completion_logs(conn, now)
-        if cf.return_due is not None:
+            sig = state.queue_signature(conn, cf.outgoing.name)
+            if changed or sig != self._queue_sig or now >= self._next_look:
+                self._queue_sig = sig
+                self._completion_logs(conn, now)
+        if cf.return_due is not None and (changed or now >= self._next_overdue):
+            self._next_overdue = now + min(OVERDUE_EVERY, cf.return_due / 2)
             self._overdue(conn, now)
 
     def _overdue(self, conn, now: float) -> None:
@@ -203,14 +217,18 @@ class CreativeForceSide:
                  for r in state.queue_rows(conn, self.cf.outgoing.name)]
         batches = cl.batches(queue, sent)
         last = state.logs(conn, self.cf.name)
+        self._next_look = float("inf")
         for batch, bs in sorted(batches.items()):
             if self._stop.is_set():
                 return
             if self._checked.get(batch, -1.0) >= bs.quiet_since:
                 continue   # nothing changed in this batch since it was last handled
+            if bs.complete and not bs.due(now, cfg.quiet):   # look again when quiet
+                self._next_look = min(self._next_look, bs.quiet_since + cfg.quiet)
             if cl.decide(bs, None, None, None, now, cfg.quiet).action != "write":
                 continue
             if now < self._retry_at.get(batch, 0.0):
+                self._next_look = min(self._next_look, self._retry_at[batch])
                 continue
             try:
                 self._write_log(conn, batch, bs, sent, last.get(batch), now)
@@ -218,6 +236,7 @@ class CreativeForceSide:
             except (RetryableError, ItemError) as e:
                 self._failures[batch] = str(e)
                 self._retry_at[batch] = now + self.retry_delay
+                self._next_look = min(self._next_look, now + self.retry_delay)
                 log.warning("%s: completion log of %s not written yet: %s; trying again",
                             self.name, batch, e, extra={"fields": {"MAPPING": self.cf.name,
                                                                    "ACTION": "retry", "PATH": batch}})

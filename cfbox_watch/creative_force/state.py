@@ -70,35 +70,54 @@ def _table(conn: sqlite3.Connection, name: str) -> bool:
                         (name,)).fetchone() is not None
 
 
-def sync_sent(conn: sqlite3.Connection, entry: str, half: str, mapping: str) -> int:
-    """Copy the outgoing half's confirmed files (status done, SHA-1 known) in; a newer
-    confirmation (a new version) moves the send time.  Returns rows changed."""
+def sync_sent(conn: sqlite3.Connection, entry: str, half: str, mapping: str,
+              since: float = 0.0) -> tuple[int, float]:
+    """Copy the outgoing half's confirmed files (status done, SHA-1 known, confirmed
+    after `since`) in; a newer confirmation (a new version) moves the send time.
+    Returns (rows changed, latest confirmation seen) for the caller's watermark."""
     if not _table(conn, "out_files"):
-        return 0
+        return 0, since
     with transaction(conn):
-        return conn.execute(
+        n = conn.execute(
             """INSERT INTO cf_sent(entry, half, relpath, size, sha1, box_file_id, at)
                SELECT ?, ?, relpath, size, sha1, box_file_id, COALESCE(done_at, updated_at)
                FROM out_files WHERE mapping=? AND status='done' AND sha1 IS NOT NULL
+                   AND COALESCE(done_at, updated_at) > ?
                ON CONFLICT(entry, half, relpath) DO UPDATE SET size=excluded.size,
                    sha1=excluded.sha1, box_file_id=excluded.box_file_id, at=excluded.at
                WHERE excluded.sha1 IS NOT cf_sent.sha1 OR excluded.at > cf_sent.at""",
-            (entry, half, mapping)).rowcount
+            (entry, half, mapping, since)).rowcount
+        latest = conn.execute("SELECT MAX(at) FROM cf_sent WHERE entry=? AND half=?",
+                              (entry, half)).fetchone()[0]
+    return n, latest if latest is not None else since
 
 
-def sync_returned(conn: sqlite3.Connection, entry: str, mapping: str) -> int:
-    """Copy the incoming half's placed files in (one row per Box file; a new version
-    placed later moves the return time)."""
+def sync_returned(conn: sqlite3.Connection, entry: str, mapping: str,
+                  since: float = 0.0) -> tuple[int, float]:
+    """Copy the incoming half's files placed after `since` in (one row per Box file; a
+    new version placed later moves the return time)."""
     if not _table(conn, "in_files"):
-        return 0
+        return 0, since
     with transaction(conn):
-        return conn.execute(
+        n = conn.execute(
             """INSERT INTO cf_returned(entry, file_id, relpath, at)
                SELECT ?, file_id, box_path, COALESCE(done_at, updated_at)
                FROM in_files WHERE mapping=? AND status='done' AND relpath IS NOT NULL
+                   AND COALESCE(done_at, updated_at) > ?
                ON CONFLICT(entry, file_id) DO UPDATE SET relpath=excluded.relpath, at=excluded.at
                WHERE excluded.at > cf_returned.at""",
-            (entry, mapping)).rowcount
+            (entry, mapping, since)).rowcount
+        latest = conn.execute("SELECT MAX(at) FROM cf_returned WHERE entry=?", (entry,)).fetchone()[0]
+    return n, latest if latest is not None else since
+
+
+def queue_signature(conn: sqlite3.Connection, mapping: str) -> tuple:
+    """Changes whenever the outgoing queue of `mapping` changes (cheap: one aggregate)."""
+    if not _table(conn, "out_files"):
+        return ()
+    return tuple(conn.execute(
+        "SELECT COUNT(*), MAX(updated_at), MAX(done_at), SUM(status='done') FROM out_files "
+        "WHERE mapping=?", (mapping,)).fetchone())
 
 
 def sent(conn: sqlite3.Connection, entry: str, half: str | None = None) -> list[sqlite3.Row]:

@@ -115,6 +115,11 @@ def local_files(root: Path) -> dict[str, bytes]:
     return out
 
 
+def have_all(root: Path, expected) -> bool:
+    """Every expected relpath exists as a file under root (temporaries do not count)."""
+    return all((root / rel).is_file() for rel in expected)
+
+
 def temporaries(root: Path) -> list[str]:
     return [k for k in local_files(root) if k.rsplit("/", 1)[-1].endswith(TMP_SUFFIX)]
 

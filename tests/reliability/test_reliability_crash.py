@@ -8,7 +8,7 @@ import os
 import random
 import time
 
-from harness import report, scale, temporaries, vendor_files, wait_until, write_out
+from harness import have_all, report, scale, temporaries, vendor_files, wait_until, write_out
 
 SEED = 20261129
 
@@ -50,8 +50,7 @@ def test_kill_9_at_random_moments_every_file_exactly_once(studio, emulator):
 
     proc = s.start()
     wait_until(lambda: len(s.box_out()) >= len(expected_out), scale(120, 900), "every outgoing file on Box")
-    wait_until(lambda: sum(1 for p in s.inc.rglob("*") if p.is_file()) >= len(expected_in),
-               scale(120, 900), "every incoming file locally")
+    wait_until(lambda: have_all(s.inc, expected_in), scale(120, 900), "every incoming file locally")
     time.sleep(2.5)  # a duplicate or a second version would show up now
     assert s.stop(proc) == 0
     total = time.monotonic() - t0

@@ -101,6 +101,20 @@ def test_completion_log_lists_the_batch_and_is_reversioned_when_it_grows(emulato
     assert batch["completion_log"]["files"] == 3 and batch["completion_log"]["versions"] == 2
 
 
+def test_log_lists_a_renamed_upload_under_its_box_name(emulator, tmp_path):
+    ctl = emulator.control
+    p1 = ctl.vendor_mkdir(emulator.folders["upload"], "P1")["id"]
+    ctl.vendor_upload(p1, "a.jpg", b"the vendor's own")
+    cfg = write_config(tmp_path, emulator, on_conflict="rename",
+                       completion_log={"quiet": "0s", "name": LOG})
+    put(tmp_path / "studio/out", "P1/a.jpg", b"ours")
+    p = once(cfg)
+    assert p.returncode == 0, p.stderr
+    files = box_files(emulator, emulator.folders["upload"])
+    rows = cl.parse(ctl.file_content(files["P1/P1_transfer_completed.log"]["id"]))
+    assert rows == [("a (1).jpg", 4, sha(b"ours"))]
+
+
 def test_no_log_while_a_file_is_not_on_box_or_the_batch_is_not_quiet(emulator, tmp_path):
     out = tmp_path / "studio/out"
     put(out, "P1/a.jpg", b"\xff\xd8\xff\xe0 whole \xff\xd9")

@@ -155,3 +155,14 @@ def test_decide():
     assert cl.decide(done, [], None, cl.content("P1", []), 400.0, 300.0).action == "wait"
     assert cl.decide(cl.BatchState("P1", False, 10.0, 2), listed, None, data, 400.0, 0).action == "wait"
     assert cl.decide(None, None, None, None, 400.0, 0).action == "wait"
+
+
+def test_log_uses_the_name_box_holds_and_compares_like_box():
+    nfd = "Cafe\u0301.jpg"
+    sent = [cl.SentFile("P1/a.jpg", 1, sha(b"1"), 1.0, box_name="a (1).jpg"),
+            cl.SentFile(f"P1/Shots/{nfd}", 2, sha(b"2"), 1.0)]
+    on_box = {"a.jpg": sha(b"someone else's"), "a (1).jpg": sha(b"1"),
+              "shots/caf\u00e9.JPG": sha(b"2")}
+    listed = cl.entries("P1", sent, on_box, "P1.log")
+    assert [s.box_path for s in listed] == ["P1/Shots/" + nfd, "P1/a (1).jpg"]
+    assert [r[0] for r in cl.parse(cl.content("P1", listed))] == ["Shots/" + nfd, "a (1).jpg"]

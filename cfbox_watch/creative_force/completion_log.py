@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from cfbox_watch.creative_force.roundtrip import batch_of
+from cfbox_watch.names import casefold_key
 
 HEADER = "# cfbox-watch transfer completed"
 
@@ -38,6 +39,20 @@ class SentFile:
     size: int
     sha1: str
     at: float
+    box_name: str | None = None   # the name on Box when it differs (on_conflict: rename)
+
+    @property
+    def box_path(self) -> str:
+        """Where the vendor sees it: the local folders, the name Box holds."""
+        if not self.box_name:
+            return self.relpath
+        head, _, _ = self.relpath.rpartition("/")
+        return f"{head}/{self.box_name}" if head else self.box_name
+
+
+def path_key(path: str) -> str:
+    """Box compares names after NFC and ignoring case; so do we, per component."""
+    return "/".join(casefold_key(p) for p in path.split("/"))
 
 
 @dataclass(frozen=True)
@@ -84,20 +99,21 @@ def log_name(pattern: str, batch: str, mapping: str) -> str:
 def entries(batch: str, sent: Iterable[SentFile], on_box: Mapping[str, str],
             log_file_name: str) -> list[SentFile]:
     """The files the log lists: sent by us into this batch AND on Box right now with
-    the same SHA-1 (`on_box`: path below the batch folder -> Box sha1).  A file the
-    vendor already moved away, or that changed on Box since, is left out; the log
-    file itself never lists itself."""
+    the same SHA-1 (`on_box`: path below the batch folder, as Box names it -> Box
+    sha1; compared like Box compares names).  A file the vendor already moved away, or
+    that changed on Box since, is left out; the log never lists itself."""
+    box = {path_key(k): v for k, v in on_box.items()}
     out = []
     prefix = batch + "/"
     for s in sent:
-        if not s.relpath.startswith(prefix):
+        if batch_of(s.relpath) != batch:
             continue
-        inner = s.relpath[len(prefix):]
-        if inner == log_file_name:
+        inner = s.box_path[len(prefix):]
+        if path_key(inner) == path_key(log_file_name):
             continue
-        if on_box.get(inner) == s.sha1:
+        if box.get(path_key(inner)) == s.sha1:
             out.append(s)
-    return sorted(out, key=lambda s: s.relpath)
+    return sorted(out, key=lambda s: s.box_path)
 
 
 def content(batch: str, listed: list[SentFile]) -> bytes:
@@ -108,7 +124,7 @@ def content(batch: str, listed: list[SentFile]) -> bytes:
     lines = [HEADER, f"# batch: {batch}", f"# files: {len(listed)}",
              f"# bytes: {sum(s.size for s in listed)}", "# path\tsize\tsha1"]
     for s in listed:
-        lines.append(f"{s.relpath[len(prefix):]}\t{s.size}\t{s.sha1}")
+        lines.append(f"{s.box_path[len(prefix):]}\t{s.size}\t{s.sha1}")
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

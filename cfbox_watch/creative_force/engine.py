@@ -211,7 +211,7 @@ class CreativeForceSide:
 
     def _completion_logs(self, conn, now: float) -> None:
         cfg = self.cf.completion_log
-        sent = [cl.SentFile(r["relpath"], r["size"], r["sha1"], r["at"])
+        sent = [cl.SentFile(r["relpath"], r["size"], r["sha1"], r["at"], r["box_name"])
                 for r in state.sent(conn, self.cf.name, "out")]
         queue = [cl.QueueRow(r["relpath"], r["status"], r["changed_at"] or 0.0)
                  for r in state.queue_rows(conn, self.cf.outgoing.name)]

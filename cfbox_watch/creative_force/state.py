@@ -53,6 +53,10 @@ MIGRATIONS = [
         PRIMARY KEY (entry, relpath, last_send)
     )
     """,
+    # the name Box holds, when on_conflict: rename gave the upload another name
+    """
+    ALTER TABLE cf_sent ADD COLUMN box_name TEXT
+    """,
 ]
 
 
@@ -79,12 +83,14 @@ def sync_sent(conn: sqlite3.Connection, entry: str, half: str, mapping: str,
         return 0, since
     with transaction(conn):
         n = conn.execute(
-            """INSERT INTO cf_sent(entry, half, relpath, size, sha1, box_file_id, at)
-               SELECT ?, ?, relpath, size, sha1, box_file_id, COALESCE(done_at, updated_at)
+            """INSERT INTO cf_sent(entry, half, relpath, size, sha1, box_file_id, at, box_name)
+               SELECT ?, ?, relpath, size, sha1, box_file_id, COALESCE(done_at, updated_at),
+                   box_name
                FROM out_files WHERE mapping=? AND status='done' AND sha1 IS NOT NULL
                    AND COALESCE(done_at, updated_at) > ?
                ON CONFLICT(entry, half, relpath) DO UPDATE SET size=excluded.size,
-                   sha1=excluded.sha1, box_file_id=excluded.box_file_id, at=excluded.at
+                   sha1=excluded.sha1, box_file_id=excluded.box_file_id, at=excluded.at,
+                   box_name=excluded.box_name
                WHERE excluded.sha1 IS NOT cf_sent.sha1 OR excluded.at > cf_sent.at""",
             (entry, half, mapping, since)).rowcount
         latest = conn.execute("SELECT MAX(at) FROM cf_sent WHERE entry=? AND half=?",

@@ -29,7 +29,7 @@ from cfbox_watch.names import casefold_key
 
 log = logging.getLogger("cfbox_watch.creative_force")
 
-TICK = 2.0            # seconds between looks at the state DB (no Box call when idle)
+TICK = 5.0            # seconds between looks at the state DB (no Box call when idle)
 STALL_SECONDS = 900.0
 WATERMARK_SLACK = 120.0   # rows confirmed by other threads commit a little after their time
 OVERDUE_EVERY = 60.0      # seconds between overdue looks when nothing changed

@@ -165,6 +165,9 @@ def test_rejection_round_trip(emulator, tmp_path):
     assert kinds["vendor/rejection"] == "rejection"
     (rtp,) = st["round_trip"]
     assert (rtp["sent"], rtp["returned"], rtp["outstanding"], rtp["rejected"]) == (1, 0, 1, 1)
+    text = subprocess.run([PY, "-m", "cfbox_watch", "-c", str(cfg), "status"], capture_output=True,
+                          text=True, timeout=60).stdout
+    assert "vendor (round trip): 1 sent, 0 returned, 1 outstanding, 1 rejected" in text
     # reworked and returned again (a new version on Box): back, not outstanding
     ctl.vendor_upload(p1, "a.tif", b"retouched v2")
     assert once(cfg).returncode == 0
@@ -196,6 +199,24 @@ def test_archive_keeps_structure_and_invalid_returns_never_land(emulator, tmp_pa
     assert box_files(emulator, emulator.folders["download"]) == {}
     (rtp,) = status(cfg)["round_trip"]
     assert rtp["invalid_returns"] == 2
+
+
+def test_without_an_invalid_folder_a_refused_return_waits_for_a_rename(emulator, tmp_path):
+    ctl = emulator.control
+    cfg = write_config(tmp_path, emulator, accept=["*.tif"])
+    f = ctl.vendor_upload(emulator.folders["download"], "a.psd", b"psd")
+    p = once(cfg)
+    assert p.returncode == 1 and "ACTION=invalid" in p.stderr   # reported, counted as failed
+    assert not (tmp_path / "studio/in/a.psd").exists()
+    assert "a.psd" in box_files(emulator, emulator.folders["download"])
+    st = status(cfg)
+    (inc,) = [m for m in st["mappings"] if m["direction"] == "in"]
+    assert inc["failed"] == 1 and "name not accepted" in inc["problems"][0]["error"]
+    assert "not accepted" not in once(cfg).stderr   # told once, not at every listing
+    ctl.vendor_rename(f["id"], "a.tif")
+    p = once(cfg)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "studio/in/a.tif").read_bytes() == b"psd"
 
 
 def test_archive_happens_only_after_a_verified_download(emulator, tmp_path):

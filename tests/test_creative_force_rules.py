@@ -166,3 +166,18 @@ def test_log_uses_the_name_box_holds_and_compares_like_box():
     listed = cl.entries("P1", sent, on_box, "P1.log")
     assert [s.box_path for s in listed] == ["P1/Shots/" + nfd, "P1/a (1).jpg"]
     assert [r[0] for r in cl.parse(cl.content("P1", listed))] == ["Shots/" + nfd, "a (1).jpg"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["P1", "P2"]), st.sampled_from(["a", "b", "s/c", "S/C"]),
+                          st.binary(max_size=3)), max_size=8),
+       st.dictionaries(st.sampled_from(["a", "b", "s/c", "x"]), st.binary(max_size=3), max_size=4))
+def test_a_log_never_lists_what_is_not_on_box_with_that_sha1(sent_spec, box_spec):
+    sent = [cl.SentFile(f"{b}/{n}", len(d), sha(d), 1.0) for b, n, d in sent_spec]
+    on_box = {k: sha(v) for k, v in box_spec.items()}
+    listed = cl.entries("P1", sent, on_box, "P1.log")
+    box_keys = {cl.path_key(k): v for k, v in on_box.items()}
+    for s in listed:
+        assert s.relpath.startswith("P1/")
+        assert box_keys[cl.path_key(s.relpath[3:])] == s.sha1
+    for path, size, digest in cl.parse(cl.content("P1", listed)):
+        assert box_keys[cl.path_key(path)] == digest

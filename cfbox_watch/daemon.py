@@ -540,6 +540,41 @@ class Daemon:
                 next_restart = now + RESTART_STOPPED_EVERY
 
 
+def state_db_problem(path) -> str | None:
+    """Why the state DB cannot be used (damaged, not SQLite), or None.
+
+    Checked once before any Side starts: otherwise every worker thread meets the damage
+    on its own and dies with an internal error, and the daemon keeps running with no
+    working mapping and no advice."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            row = conn.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    if row is not None and row[0] != "ok":
+        return str(row[0])
+    return None
+
+
+def refuse_damaged_state(config: Config) -> int | None:
+    path = dbmod.db_path(config.state_dir)
+    problem = state_db_problem(path)
+    if problem is None:
+        return None
+    log.error("the state DB %s is damaged (%s). Move it aside (mv %s %s.damaged, and its -wal/-shm "
+              "files) and start again: cfbox-watch rebuilds its state by comparing the local folders "
+              "with Box, without duplicating any file on Box or locally", path, problem, path, path)
+    return EX_CONFIG
+
+
 def cmd_run(args) -> int:
     from cfbox_watch.config import load_config
 
@@ -547,6 +582,9 @@ def cmd_run(args) -> int:
     setup_logging(config.log_level, verbose=getattr(args, "verbose", False))
     for w in config.warnings:
         log.warning("%s", w)
+    refused = refuse_damaged_state(config)
+    if refused is not None:
+        return refused
     notifier = Notifier()
     inbox = SignalInbox([signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
     daemon = Daemon(config, notifier, verbose=getattr(args, "verbose", False))
@@ -616,6 +654,9 @@ def cmd_once(args) -> int:
     setup_logging(config.log_level, verbose=getattr(args, "verbose", False))
     for w in config.warnings:
         log.warning("%s", w)
+    refused = refuse_damaged_state(config)
+    if refused is not None:
+        return refused
     specs = side_specs(config)
     daemon = Daemon(config, Notifier({}))
     outcomes: dict[str, str] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cfbox_watch.bench import report, scenarios
 from cfbox_watch.bench.profile import find_pyspy
-from cfbox_watch.bench.sizes import MODES
+from cfbox_watch.bench.sizes import MODES, with_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of: {', '.join(scenarios.ALL)}")
     p.add_argument("--profile", action="store_true",
                    help="also profile the daemon's small-files run with py-spy (pip install py-spy)")
+    p.add_argument("--set", action="append", default=[], metavar="SIZE=N",
+                   help="override one size of the mode, e.g. --set restart_files=10000 (see sizes.py)")
     p.add_argument("--out", default="bench-results", help="folder for the JSON and Markdown results")
     p.add_argument("--work", default=None, help="scratch folder (default: a new one under /tmp, removed after)")
     return p
@@ -46,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: --profile needs py-spy: .venv/bin/pip install py-spy (it is not a runtime dependency)",
               file=sys.stderr)
         return 2
-    sizes = MODES[args.mode]
+    try:
+        sizes = with_overrides(MODES[args.mode], args.set)
+    except ValueError as e:
+        print(f"bench: --set: {e}", file=sys.stderr)
+        return 2
 
     def on_term(signum, frame):   # a killed run still removes its scratch data and servers
         raise KeyboardInterrupt

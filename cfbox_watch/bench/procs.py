@@ -127,15 +127,24 @@ def run_once(config: Path, log_path: Path, *, timeout: float = 3600.0, extra_env
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_child_env(extra_env),
                                 preexec_fn=_die_with_parent)
     deadline = t0 + timeout
-    while True:
-        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
+    try:
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, ru = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+    except BaseException:   # interrupted: the daemon stops with us, in order
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            pid, status, ru = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.02)
+            proc.wait()
+        raise
     wall = time.monotonic() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     return OnceResult(rc=proc.returncode, wall=wall, cpu=ru.ru_utime + ru.ru_stime,

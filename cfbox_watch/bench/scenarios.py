@@ -338,18 +338,25 @@ class Bench:
         """An emulator plus a tree of n_files already uploaded by `once`; returns
         (emu, dir, config path, seeding result)."""
         emu = self.emulator(name)
-        d = self.scratch(name)
-        src = d / "out"
-        workload.make_tree(src, n_files, size)
-        (d / "in").mkdir()
-        cfg = workload.write_config(
-            d / "cfbox.yaml", state_dir=d / "state", connection=emu.connection(
-                api_calls_per_minute=UNLIMITED, uploads_per_minute=UNLIMITED),
-            post_production=[{"name": "studio", "outgoing": str(src), "upload_folder_id": emu.folders["upload"],
-                              "download_folder_id": emu.folders["download"], "incoming": str(d / "in"),
-                              "poll_interval": self.s.idle_poll_interval, "workers": 8}])
-        seed = run_once(cfg, d / "seed.stderr", timeout=4 * 3600)
-        _check(seed, f"seeding {n_files} files")
+        try:
+            d = self.scratch(name)
+            src = d / "out"
+            workload.make_tree(src, n_files, size)
+            (d / "in").mkdir()
+            cfg = workload.write_config(
+                d / "cfbox.yaml", state_dir=d / "state", connection=emu.connection(
+                    api_calls_per_minute=UNLIMITED, uploads_per_minute=UNLIMITED),
+                post_production=[{"name": "studio", "outgoing": str(src),
+                                  "upload_folder_id": emu.folders["upload"],
+                                  "download_folder_id": emu.folders["download"], "incoming": str(d / "in"),
+                                  "poll_interval": self.s.idle_poll_interval, "workers": 8}])
+            t0 = time.monotonic()
+            seed = run_once(cfg, d / "seed.stderr", timeout=4 * 3600)
+            _check(seed, f"seeding {n_files} files")
+            self.details.setdefault("seeding", {})[name] = {"files": n_files, "wall_s": round(time.monotonic() - t0, 1)}
+        except BaseException:
+            emu.stop()
+            raise
         return emu, d, cfg, seed
 
     def _start_and_settle(self, emu: Emulator, d: Path, cfg: Path, tag: str) -> dict:

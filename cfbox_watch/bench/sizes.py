@@ -5,7 +5,7 @@ few minutes on two shared cores; `smoke` only proves the harness end to end (tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 KB = 1024
 MB = 1024 * 1024
@@ -52,3 +52,28 @@ FULL = Sizes(mode="full", small_files=2000, small_size=256 * KB, small_workers=(
              rate_files=500, rate_api_per_minute=1000, rate_uploads_per_minute=240)
 
 MODES = {"smoke": SMOKE, "quick": QUICK, "full": FULL}
+
+
+def with_overrides(sizes: Sizes, items: list[str]) -> Sizes:
+    """`["restart_files=10000", ...]` applied to a mode's sizes; the mode name records it."""
+    changes: dict = {}
+    kinds = {f.name: f.type for f in fields(Sizes)}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in kinds or key == "mode":
+            raise ValueError(f"{item!r}: expected SIZE=N with SIZE one of "
+                             f"{', '.join(k for k in kinds if k != 'mode')}")
+        try:
+            kind = kinds[key]
+            if "tuple" in str(kind):
+                changes[key] = tuple(int(x) for x in value.split(","))
+            elif "float" in str(kind):
+                changes[key] = float(value)
+            else:
+                changes[key] = int(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value!r} is not a number") from None
+    if not changes:
+        return sizes
+    return replace(sizes, mode=sizes.mode + "+" + ",".join(f"{k}={v}" for k, v in changes.items()), **changes)

@@ -1170,8 +1170,11 @@ def _creative_force(v: _Values, path: str, name: str, conn: str, ctx: _Ctx,
                         "is also this entry's upload or download folder; use the vendor's own "
                         "Rejection folder")
         if main_out is not None:   # same outgoing keys; reported once, for the main half
+            # its own place below `sent`: a rejected a.tif must not overwrite a sent a.tif
             rejection = replace(main_out, name=f"{name}/rejection", kind="rejection",
-                                local=val["rejected"], folder_id=val["rejection_folder_id"])
+                                local=val["rejected"], folder_id=val["rejection_folder_id"],
+                                sent_dir=None if main_out.sent_dir is None
+                                else main_out.sent_dir / "rejection")
         else:
             rejection = OutgoingMapping(
                 name=f"{name}/rejection", kind="rejection", connection=conn,

@@ -143,3 +143,11 @@ def test_preset_in_etc_loads_as_a_creative_force_vendor(tmp_path):
     assert cf.incoming.after_download == "move" and cf.incoming.archive_folder_id == "2004"
     assert cf.incoming.invalid_folder_id == "2005" and "*.tif" in cf.incoming.accept
     assert cf.completion_log == CompletionLog(300.0, "{batch}_transfer_completed.log")
+
+
+def test_rejection_half_moves_sent_files_below_sent_rejection(tmp_path):
+    (tmp_path / "sent").mkdir()
+    c = cfg.load_config(load(tmp_path, '    rejected: rej\n    rejection_folder_id: "3"\n'
+                                       '    after_upload: move\n    sent: sent\n'))
+    main, rej = c.outgoing
+    assert main.sent_dir == tmp_path / "sent" and rej.sent_dir == tmp_path / "sent" / "rejection"

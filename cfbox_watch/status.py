@@ -29,6 +29,7 @@ The JSON shape (`--json`) is a stable interface for scripts and monitoring:
       ],
       "round_trip": [                          # Creative Force (docs/creative-force.md),
         {"name": "acme-retouch", "match": "filename", "return_due": 172800.0,
+         "state": "running", "error": null,  # the "<entry>:cf" Side writing completion logs
          "completion_log": {"quiet": 300.0, "name": "{batch}_transfer_completed.log"},
          "sent": 10, "returned": 7, "outstanding": 3, "rejected": 1,
          "oldest_outstanding_age": 3600.0, "overdue": 0, "unmatched_returns": 0,
@@ -192,17 +193,25 @@ def collect(config: Config, conn: sqlite3.Connection | None, now: float | None =
         "daemon": daemon,
         "mappings": mappings,
         "connections": connections,
-        "round_trip": _round_trip(config, conn, now),
+        "round_trip": _round_trip(config, conn, now, sides if daemon["running"] else {}),
     }
 
 
-def _round_trip(config: Config, conn: sqlite3.Connection | None, now: float | None) -> list[dict]:
-    """Creative Force round trip per post_production entry (docs/creative-force.md)."""
+def _round_trip(config: Config, conn: sqlite3.Connection | None, now: float | None,
+                sides: dict[str, dict]) -> list[dict]:
+    """Creative Force round trip per post_production entry (docs/creative-force.md),
+    with the state of its `<entry>:cf` Side (which writes the completion logs)."""
     if not config.creative_force:
         return []
     from cfbox_watch.creative_force.engine import report
 
-    return [report(conn, cf, time.time() if now is None else now) for cf in config.creative_force]
+    out = []
+    for cf in config.creative_force:
+        item = report(conn, cf, time.time() if now is None else now)
+        side = sides.get(f"{cf.name}:cf", {})
+        item["state"], item["error"] = side.get("state") or "not running", side.get("error")
+        out.append(item)
+    return out
 
 
 def _when(iso: str | None) -> str:
@@ -250,6 +259,8 @@ def render_text(report: dict) -> str:
                      + (f", {rtp['invalid_returns']} invalid returns" if rtp.get("invalid_returns") else "")
                      + (f"; oldest outstanding {rtp['oldest_outstanding_age'] / 3600:.1f} h"
                         if rtp.get("oldest_outstanding_age") is not None else ""))
+        if rtp.get("error"):
+            lines.append(f"  STOPPED: {rtp['error']}")
         for b in rtp["batches"][:20]:
             logged = b.get("completion_log")
             lines.append(f"  {b['batch'] or '(top level)'}: {b['sent']} sent, {b['returned']} returned, "

@@ -234,12 +234,14 @@ class CreativeForceSide:
                 self._write_log(conn, batch, bs, sent, last.get(batch), now)
                 self._failures.pop(batch, None)
             except (RetryableError, ItemError) as e:
+                first = self._failures.get(batch) != str(e)   # say it once, not every 30 s
                 self._failures[batch] = str(e)
                 self._retry_at[batch] = now + self.retry_delay
                 self._next_look = min(self._next_look, now + self.retry_delay)
-                log.warning("%s: completion log of %s not written yet: %s; trying again",
-                            self.name, batch, e, extra={"fields": {"MAPPING": self.cf.name,
-                                                                   "ACTION": "retry", "PATH": batch}})
+                if first:
+                    log.warning("%s: completion log of %s not written yet: %s; trying again",
+                                self.name, batch, e, extra={"fields": {"MAPPING": self.cf.name,
+                                                                       "ACTION": "retry", "PATH": batch}})
 
     def _batch_folder(self, conn, batch: str) -> str | None:
         """The Box folder the outgoing half created for the batch (its cache first)."""

@@ -323,3 +323,16 @@ def test_running_daemon_writes_the_log_and_journals_overdue(emulator, tmp_path):
     files = box_files(emulator, emulator.folders["upload"])
     assert cl.parse(emulator.control.file_content(files["P9/P9_transfer_completed.log"]["id"])) == [
         ("a.jpg", 10, sha(b"a" * 10))]
+
+
+def test_check_confirms_every_creative_force_folder(emulator, tmp_path):
+    ctl = emulator.control
+    invalid = ctl.vendor_mkdir(emulator.folders["archive"], "_CF-Invalid-Files")["id"]
+    cfg = write_config(tmp_path, emulator, rejected=str(tmp_path / "studio/rejected"),
+                       rejection_folder_id=emulator.folders["rejection"], after_download="move",
+                       archive_folder_id=emulator.folders["archive"], accept=["*.tif"],
+                       invalid_folder_id=invalid, completion_log=True, return_due="2d")
+    p = subprocess.run([PY, "-m", "cfbox_watch", "-c", str(cfg), "check"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert emulator.folders["rejection"] in p.stdout + p.stderr

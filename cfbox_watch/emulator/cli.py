@@ -86,6 +86,10 @@ A cfbox.yaml that uses it:
       source: ./studio/final/brand
       folder_id: "{folders.get('delivery')}"
 
+The daemon never creates the studio's own folders (a missing one may be an unmounted
+share); make them first:
+  mkdir -p studio/outgoing/acme studio/incoming/acme studio/final/brand
+
 Act as the vendor (put a file into the Download folder):
   python -c "from cfbox_watch.emulator.control import EmulatorControl as E; \\
 E('{base}').vendor_upload('{folders.get('download')}', 'retouched.jpg', b'data')"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import sqlite3
 import threading
 import time
 
@@ -22,9 +23,7 @@ from cfbox_watch.creative_force import completion_log as cl
 from cfbox_watch.creative_force import roundtrip as rt
 from cfbox_watch.creative_force import state
 from cfbox_watch.db import db_path, open_db
-from cfbox_watch.errors import (
-    CfboxError, ItemError, NameConflictError, NotFoundError, RetryableError, SetupError,
-)
+from cfbox_watch.errors import CfboxError, ItemError, NameConflictError, NotFoundError, SetupError
 from cfbox_watch.names import casefold_key
 
 log = logging.getLogger("cfbox_watch.creative_force")
@@ -163,6 +162,9 @@ class CreativeForceSide:
                     self._state, self._error = "error", str(e)
                     log.error("%s: stopped: %s", self.name, e, extra={"fields": {"MAPPING": self.mapping}})
                     return
+                except sqlite3.OperationalError as e:   # e.g. locked past the busy timeout
+                    log.warning("%s: state database busy (%s); trying again", self.name, e,
+                                extra={"fields": {"MAPPING": self.mapping}})
                 except Exception as e:  # a bug must not kill the daemon; say so once
                     self._state, self._error = "error", f"internal error: {type(e).__name__}: {e}"
                     log.exception("%s: internal error", self.name)
@@ -233,7 +235,9 @@ class CreativeForceSide:
             try:
                 self._write_log(conn, batch, bs, sent, last.get(batch), now)
                 self._failures.pop(batch, None)
-            except (RetryableError, ItemError) as e:
+            except SetupError:
+                raise
+            except CfboxError as e:   # Box busy/unreachable, or this batch's folder/name
                 first = self._failures.get(batch) != str(e)   # say it once, not every 30 s
                 self._failures[batch] = str(e)
                 self._retry_at[batch] = now + self.retry_delay

@@ -100,6 +100,13 @@ def test_completion_log_lists_the_batch_and_is_reversioned_when_it_grows(emulato
     (batch,) = [b for b in rtp["batches"] if b["batch"] == "P1_OnModel"]
     assert batch["completion_log"]["files"] == 3 and batch["completion_log"]["versions"] == 2
 
+    # the vendor took a.jpg away on Box; the next version never lists what is not there
+    emulator.control.vendor_move(files["P1_OnModel/a.jpg"]["id"], emulator.folders["archive"])
+    put(out, "P1_OnModel/d.png", b"d" * 5)
+    assert once(cfg).returncode == 0
+    rows = cl.parse(emulator.control.file_content(log_id))
+    assert [r[0] for r in rows] == ["c.png", "d.png", "shots/b.tif"]
+
 
 def test_log_lists_a_renamed_upload_under_its_box_name(emulator, tmp_path):
     ctl = emulator.control

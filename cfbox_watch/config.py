@@ -1201,7 +1201,7 @@ def _creative_force(v: _Values, path: str, name: str, conn: str, ctx: _Ctx,
 COMPLETION_LOG_FIELDS = ("batch", "mapping")
 
 
-def p_completion_log(node: yaml.Node, ctx: _Ctx) -> CompletionLog:
+def p_completion_log(node: yaml.Node, ctx: _Ctx) -> CompletionLog | None:
     """`completion_log: {quiet: 5m, name: "{batch}_transfer_completed.log"}`, or `true`
     for both defaults.  The name is tried with a sample batch so that a name Box would
     refuse is reported now, not at the first finished batch."""
@@ -1210,7 +1210,9 @@ def p_completion_log(node: yaml.Node, ctx: _Ctx) -> CompletionLog:
     if isinstance(node, yaml.ScalarNode):
         if _scalar(node) is True:
             return CompletionLog()
-        raise _Invalid('expected `true` or a mapping such as {quiet: 5m, name: '
+        if _scalar(node) is False:
+            return None   # off, as if the key were absent
+        raise _Invalid('expected `true`, `false` or a mapping such as {quiet: 5m, name: '
                        '"{batch}_transfer_completed.log"}')
     if not isinstance(node, yaml.MappingNode):
         raise _Invalid(f"expected a mapping with quiet and name, found a {_kind(node)}")

@@ -151,3 +151,10 @@ def test_rejection_half_moves_sent_files_below_sent_rejection(tmp_path):
                                        '    after_upload: move\n    sent: sent\n'))
     main, rej = c.outgoing
     assert main.sent_dir == tmp_path / "sent" and rej.sent_dir == tmp_path / "sent" / "rejection"
+
+
+def test_completion_log_false_is_off(tmp_path):
+    c = cfg.load_config(load(tmp_path, "    completion_log: false\n"))
+    assert c.creative_force[0].completion_log is None
+    problems = problems_of(load(tmp_path, "    completion_log: soon\n"))
+    assert any("completion_log" in p and "`true`, `false` or a mapping" in p for p in problems)

@@ -21,7 +21,7 @@ EXPECTED_KEYS = {
     "small_out_w2", "small_out_cpu_w2", "big_out", "big_out_local",
     "latency_p50", "latency_p95", "latency_over_settle_p50",
     "files_in", "big_in", "big_in_local",
-    "restart_ready", "restart_idle", "restart_read", "restart_calls",
+    "restart_ready", "restart_idle", "restart_files_read", "restart_calls",
     "idle_cpu", "idle_rss", "idle_calls", "api_idle_interval", "api_idle_listings",
     "api_per_upload", "api_per_download",
 }
@@ -72,3 +72,18 @@ def test_unknown_only_name_is_a_clear_error(tmp_path):
                            "--out", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown --only name(s) nonsense" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_access_watch_sees_reads_not_stats(tmp_path):
+    """The restart figure relies on it: a read is counted, a stat or a listing is not."""
+    from cfbox_watch.bench.access import AccessWatch
+
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.jpg", "a/y.jpg", "z.jpg"):
+        (tmp_path / name).write_bytes(b"data")
+    w = AccessWatch(tmp_path)
+    (tmp_path / "a" / "x.jpg").stat()
+    list((tmp_path / "a").iterdir())
+    assert (tmp_path / "a" / "y.jpg").read_bytes() == b"data"
+    got = w.stop()
+    assert got == {"files_opened": 1, "files_read": 1}

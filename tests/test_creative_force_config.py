@@ -158,3 +158,17 @@ def test_completion_log_false_is_off(tmp_path):
     assert c.creative_force[0].completion_log is None
     problems = problems_of(load(tmp_path, "    completion_log: soon\n"))
     assert any("completion_log" in p and "`true`, `false` or a mapping" in p for p in problems)
+
+
+def test_status_before_any_run_shows_an_empty_round_trip(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    p = write_yaml(tmp_path, HEAD + "    return_due: 1d\n")
+    out = subprocess.run([sys.executable, "-m", "cfbox_watch", "-c", str(p), "status", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (rtp,) = json.loads(out.stdout)["round_trip"]
+    assert (rtp["name"], rtp["sent"], rtp["outstanding"], rtp["batches"], rtp["return_due"],
+            rtp["state"]) == ("v", 0, 0, [], 86400.0, "not running")

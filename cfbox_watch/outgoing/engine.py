@@ -43,6 +43,24 @@ class _Outcome(Exception):
     """Internal: a job ended early with a recorded outcome."""
 
 
+def _case_twin(path: Path, relpath: str) -> str | None:
+    """A local file beside this one whose name Box treats as the same (case or Unicode
+    normalisation only).  The state DB alone misses it while the twin's upload is still
+    in flight on another worker, and the 409 would then turn this file into a new
+    version of the twin."""
+    key = names.casefold_key(path.name)
+    try:
+        with os.scandir(path.parent) as it:
+            for entry in it:
+                if (entry.name != path.name and names.casefold_key(entry.name) == key
+                        and entry.is_file(follow_symlinks=False)):
+                    reldir = relpath.rpartition("/")[0]
+                    return f"{reldir}/{entry.name}" if reldir else entry.name
+    except OSError:
+        return None
+    return None
+
+
 class OutgoingSide:
     def __init__(self, config, mapping, remote, *, poll_interval: float = 2.0):
         self.config = config
@@ -611,6 +629,8 @@ class OutgoingSide:
             remote_sha1 = e.conflict_sha1
             cid, cetag = e.conflict_id, e.conflict_etag
             other = state.other_owner(conn, self.mapping, cid, st.relpath) if cid else None
+            if other is None:
+                other = _case_twin(Path(path), st.relpath)
             if other is not None:
                 raise ItemError(f"Box names ignore case: {st.relpath!r} and {other!r} would be "
                                 "the same Box file; rename one of them") from None

@@ -41,7 +41,7 @@ class FolderCheck:
     connection: str
     key_path: str          # e.g. "post_production[0].upload_folder_id"
     mapping: str
-    role: str              # "upload" | "delivery" | "download" | "archive"
+    role: str              # "upload" | "delivery" | "rejection" | "download" | "archive" | "invalid"
     folder_id: str
     needs_write: bool
 
@@ -54,8 +54,7 @@ def folder_checks(config: Config) -> dict[str, list[FolderCheck]]:
     """
     out: dict[str, list[FolderCheck]] = {name: [] for name in config.connections}
     for m in config.outgoing:
-        key = "upload_folder_id" if m.kind == "post_production" else "folder_id"
-        role = "upload" if m.kind == "post_production" else "delivery"
+        key, role = _FOLDER_KEY[m.kind]
         out.setdefault(m.connection, []).append(
             FolderCheck(m.connection, f"{m.key_path}.{key}", m.name, role, m.folder_id, True))
     for m in config.incoming:
@@ -66,12 +65,22 @@ def folder_checks(config: Config) -> dict[str, list[FolderCheck]]:
             out[m.connection].append(
                 FolderCheck(m.connection, f"{m.key_path}.archive_folder_id", m.name, "archive",
                             m.archive_folder_id, True))
+        if m.invalid_folder_id:
+            out[m.connection].append(
+                FolderCheck(m.connection, f"{m.key_path}.invalid_folder_id", m.name, "invalid",
+                            m.invalid_folder_id, True))
     for checks in out.values():
         checks.sort(key=_file_order)
     return out
 
 
-_ROLE_ORDER = {"upload": 0, "delivery": 0, "download": 1, "archive": 2}
+# Which YAML keys an outgoing half came from, by OutgoingMapping.kind: (folder id key,
+# role), and the local folder key.
+_FOLDER_KEY = {"post_production": ("upload_folder_id", "upload"),
+               "delivery": ("folder_id", "delivery"),
+               "rejection": ("rejection_folder_id", "rejection")}
+_LOCAL_KEY = {"post_production": "outgoing", "delivery": "source", "rejection": "rejected"}
+_ROLE_ORDER = {"upload": 0, "delivery": 0, "rejection": 1, "download": 2, "archive": 3, "invalid": 4}
 
 
 def _file_order(fc: FolderCheck) -> tuple:
@@ -170,7 +179,7 @@ def local_problems(config: Config) -> list[str]:
         out.append(f"state_dir: {sd} is not writable by this user (uid {os.getuid()}); "
                    "under systemd use StateDirectory=cfbox-watch, else chown it to the service user")
     for m in config.outgoing:
-        key = f"{m.key_path}.{'outgoing' if m.kind == 'post_production' else 'source'}"
+        key = f"{m.key_path}.{_LOCAL_KEY[m.kind]}"
         if m.local.is_dir() and not os.access(m.local, os.R_OK | os.X_OK):
             out.append(f"{key}: {m.local} is not readable by this user")
         elif m.local.is_dir() and m.after_upload != "keep" and not os.access(m.local, os.W_OK):

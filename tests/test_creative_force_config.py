@@ -172,3 +172,21 @@ def test_status_before_any_run_shows_an_empty_round_trip(tmp_path):
     (rtp,) = json.loads(out.stdout)["round_trip"]
     assert (rtp["name"], rtp["sent"], rtp["outstanding"], rtp["batches"], rtp["return_due"],
             rtp["state"]) == ("v", 0, 0, [], 86400.0, "not running")
+
+
+def test_check_names_the_rejection_and_invalid_folders_by_their_own_keys(tmp_path):
+    from cfbox_watch.check import folder_checks
+
+    p = load(tmp_path, """
+    rejected: rej
+    rejection_folder_id: "3"
+    accept: ["*.tif"]
+    invalid_folder_id: "5"
+""")
+    checks = folder_checks(cfg.load_config(p))["acme"]
+    assert [(c.key_path, c.role, c.folder_id) for c in checks] == [
+        ("post_production[0].upload_folder_id", "upload", "1"),
+        ("post_production[0].rejection_folder_id", "rejection", "3"),
+        ("post_production[0].download_folder_id", "download", "2"),
+        ("post_production[0].invalid_folder_id", "invalid", "5"),
+    ]

@@ -186,6 +186,8 @@ class Uploader:
                         record(fut)
                 raise
         sha1 = whole.hexdigest()
+        if _replaced_since(path, st):
+            raise FileChanged()
         parts = [done[off] for off, _ in ranges]
         item = self._commit(session.id, parts, sha1=sha1, name=name,
                             parent_id=None if file_id else parent_id, if_match=if_match,
@@ -215,6 +217,17 @@ class _Session:
     part_size: int
     total_parts: int
     expires_at: str | None
+
+
+def _replaced_since(path, st: FileStat) -> bool:
+    """The path now names other bytes than the ones just sent (rewritten, replaced by a
+    rename, or deleted): reading through the open descriptor cannot see a rename, and
+    committing would put superseded content on Box as a version of its own."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    return (now.st_size, now.st_mtime_ns, now.st_ino) != (st.size, st.mtime_ns, st.inode)
 
 
 class FileChanged(Exception):

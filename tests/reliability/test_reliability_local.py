@@ -93,13 +93,16 @@ def test_writers_each_give_the_final_content_once(studio, emulator):
         t.start()
     for t in threads:
         t.join(600)
-    # Replaced while uploading: a 30 MB file (chunked) is swapped for new content mid-transfer.
-    emulator.control.faults(latency=0.3, path_regex=r"upload_sessions")
-    first = os.urandom(30_000_000)
+    # Replaced while uploading: a 60 MB file (chunked: above the 50 MiB default threshold)
+    # is swapped for new content by a rename mid-transfer.
+    wait_until(lambda: "big.bin" in s.box_out(), 120, "the big copy on Box")
+    emulator.control.reset_counters()
+    emulator.control.faults(latency=1.0, path_regex=r"upload_sessions")  # the swap lands before the commit
+    first = os.urandom(60_000_000)
     write_out(s.out, "replaced.bin", first)
     wait_until(lambda: "PUT /api/2.0/files/upload_sessions/{id}" in emulator.control.counters(), 60,
                "the chunked upload to start")
-    final = os.urandom(30_000_000)
+    final = os.urandom(60_000_000)
     tmp = s.out / ".replaced.bin.tmp"
     tmp.write_bytes(final)
     os.rename(tmp, s.out / "replaced.bin")
@@ -115,8 +118,7 @@ def test_writers_each_give_the_final_content_once(studio, emulator):
     assert set(on_box) == set(expected), sorted(on_box)
     assert {k: v["sha1"] for k, v in on_box.items()} == expected
     versions = {k: v.get("version_count", 1) for k, v in on_box.items()}
-    # Only the file replaced mid-upload may legitimately carry its first content as an older version.
-    assert all(n == 1 for k, n in versions.items() if k != "replaced.bin"), versions
+    assert all(n == 1 for n in versions.values()), versions  # the replaced content never reached Box
     report("writers", writers=["slow appender", "in-place rewriter", "temp-then-rename", f"{big_size // 10**6} MB copy",
                                "deleted before settled", "replaced while uploading"],
            big_file_bytes=big_size, replaced_versions=versions["replaced.bin"], vanished_on_box=0,

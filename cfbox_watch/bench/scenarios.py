@@ -55,6 +55,15 @@ def api_calls(counters: dict) -> int:
                if k != "total" and k != TOKEN_ROUTE and " /_dl/" not in k)
 
 
+def job_seconds(stderr: str, action: str) -> float | None:
+    """The engine's own time for its longest job (claim to done), from its one-line-per-file
+    log (`ACTION=uploaded ... DURATION_MS=n`): a single big file's transfer without the
+    start-up of `once`, which is too noisy to subtract when the transfer takes a second."""
+    ms = [int(m.group(1)) for line in stderr.splitlines() if f"ACTION={action}" in line
+          for m in [re.search(r"DURATION_MS=(\d+)", line)] if m]
+    return max(ms) / 1000 if ms else None
+
+
 def _check(result, what: str) -> None:
     if result.rc != 0:
         raise RuntimeError(f"{what}: cfbox-watch once exited {result.rc}:\n{result.stderr[-2000:]}")
@@ -211,13 +220,14 @@ class Bench:
             self.drop(self.work / "emu-big-out")
         if not node or node.get("sha1") != local["sha1"]:
             raise RuntimeError(f"big file out: Box holds {node!r}, expected SHA-1 {local['sha1']}")
-        mbps = mib / self.net_wall(r.wall)
+        job = job_seconds(r.stderr, "uploaded") or self.net_wall(r.wall)
+        mbps = mib / job
         local_mbps, sdk_mbps = mib / local["wall"], mib / sdk["wall"]
         self.add(Row("big_out", "2", f"Big file out ({mib:.0f} MiB, chunked, parallel parts)", round(mbps, 1),
                      "MiB/s", round(sdk_mbps, 1), "bare SDK upload_big_file (sequential)",
-                     ratio(mbps, sdk_mbps), note=f"`once` wall {r.wall:.2f} s minus start-up; "
-                                                 f"with start-up {mib / r.wall:.1f} MiB/s",
-                     extra={"wall_s": round(r.wall, 2)}))
+                     ratio(mbps, sdk_mbps), note=f"the engine's job time {job:.2f} s (its log line); `once` "
+                                                 f"wall {r.wall:.2f} s, {mib / r.wall:.1f} MiB/s with start-up",
+                     extra={"wall_s": round(r.wall, 2), "job_s": round(job, 3)}))
         self.add(Row("big_out_local", "2", "Big file out vs. local read + SHA-1", round(mbps, 1), "MiB/s",
                      round(local_mbps, 1), "read + SHA-1 of the same file", ratio(mbps, local_mbps)))
         self.details["big_out"] = {"bytes": s.big_size, "daemon": {"wall_s": r.wall, "cpu_s": r.cpu,
@@ -310,7 +320,8 @@ class Bench:
         n = s.in_files
         fps, sdk_fps = n / self.net_wall(r.wall), n / sdk["wall"]
         mib = s.big_size / MB
-        big_mbps = mib / self.net_wall(rb.wall)
+        big_job = job_seconds(rb.stderr, "downloaded") or self.net_wall(rb.wall)
+        big_mbps = mib / big_job
         self.add(Row("files_in", "4", f"Files in ({n} x {s.in_size // 1024} KB, workers 4)", round(fps, 1),
                      "files/s", round(sdk_fps, 1), "plain HTTP GETs, 4 threads, to memory",
                      ratio(fps, sdk_fps), note="daemon: listing, download, SHA-1 check, fsync, rename; `once` wall "
@@ -320,8 +331,8 @@ class Bench:
         self.add(Row("big_in", "4", f"Big file in ({mib:.0f} MiB)", round(big_mbps, 1), "MiB/s",
                      round(mib / sdk_big["wall"], 1), "plain HTTP GET to memory, 1 MiB reads",
                      ratio(big_mbps, mib / sdk_big["wall"]),
-                     note=f"`once` wall {rb.wall:.2f} s minus start-up; the SDK's own download_file stream "
-                          f"(1 KB reads): {mib / sdk_big_own['wall']:.1f} MiB/s",
+                     note=f"the engine's job time {big_job:.2f} s (its log line; `once` wall {rb.wall:.2f} s); "
+                          f"the SDK's own download_file stream (1 KB reads): {mib / sdk_big_own['wall']:.1f} MiB/s",
                      extra={"wall_s": round(rb.wall, 2)}))
         self.add(Row("big_in_local", "4", "Big file in vs. local write + SHA-1 + fsync", round(big_mbps, 1),
                      "MiB/s", round(mib / local_big["wall"], 1), "write + SHA-1 + fsync of as many bytes",

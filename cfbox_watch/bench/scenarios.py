@@ -404,6 +404,7 @@ class Bench:
             self.drop(self.work / "emu-restart-empty", d)
         shared = s.idle_files == s.restart_files and s.idle_files > 0
         emu, d, cfg, seed = self._tracked("restart", s.restart_files, s.restart_size)
+        res = None
         try:
             res = self._start_and_settle(emu, d, cfg, "restart")
             tree_bytes = s.restart_files * s.restart_size
@@ -432,20 +433,19 @@ class Bench:
                                        "empty": {k: v for k, v in base.items() if k != "daemon"}}
             if shared:
                 self._idle(emu, res["daemon"], s.idle_files)
-            else:
-                res["daemon"].stop()
         finally:
-            if "res" in locals():
+            if res is not None:
                 res["daemon"].stop()
             emu.stop()
             self.drop(self.work / "emu-restart", d)
         if not shared:
             emu, d, cfg, _ = self._tracked("idle", s.idle_files, s.restart_size)
+            res = None
             try:
                 res = self._start_and_settle(emu, d, cfg, "idle")
                 self._idle(emu, res["daemon"], s.idle_files)
             finally:
-                if "res" in locals():
+                if res is not None:
                     res["daemon"].stop()
                 emu.stop()
                 self.drop(self.work / "emu-idle", d)

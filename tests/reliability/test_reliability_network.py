@@ -39,7 +39,7 @@ def _run_until_done(s, emulator, expected_out, spec, timeout):
 
 def test_hostile_network_everything_arrives_once(tmp_path, studio, emulator):
     rng = random.Random(7)
-    n_out, n_in = scale((30, 15), (300, 150))
+    n_out, n_in = scale((20, 10), (300, 150))
     # A clean run first, as the yardstick.
     clean = studio(name="clean", poll_interval="1s")
     exp_out, spec = _workload(clean, emulator, rng, n_out, n_in, "clean")
@@ -83,8 +83,8 @@ def test_hostile_network_everything_arrives_once(tmp_path, studio, emulator):
 
 def test_outage_daemon_stays_up_pings_watchdog_and_drains_after(studio, emulator):
     rng = random.Random(11)
-    outage = scale(10.0, 180.0)
-    n_before, n_during = scale((20, 40), (100, 300))
+    outage = scale(6.0, 180.0)
+    n_before, n_during = scale((15, 30), (100, 300))
     s = studio(poll_interval="1s")
     notify = s.with_notify()
     expected = {f"before/f-{i:03d}.bin": write_out(s.out, f"before/f-{i:03d}.bin", rng.randbytes(5000))

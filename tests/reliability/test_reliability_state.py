@@ -42,7 +42,7 @@ def _state_files(s):
 @pytest.mark.parametrize("damage", ["truncated", "deleted", "garbage"])
 def test_damaged_state_db_gives_a_clear_error_or_a_safe_rebuild(studio, emulator, damage):
     rng = random.Random(5)
-    n_out, n_in = scale((30, 15), (200, 100))
+    n_out, n_in = scale((20, 10), (200, 100))
     s = studio(poll_interval="1s")
     out, inc = _first_run(s, emulator, n_out, n_in, rng)
     db = s.state / "state.sqlite3"
@@ -63,7 +63,7 @@ def test_damaged_state_db_gives_a_clear_error_or_a_safe_rebuild(studio, emulator
             f.write(os.urandom(4096))
     emulator.control.reset_counters()
     proc = s.start()
-    time.sleep(scale(6.0, 15.0))
+    time.sleep(scale(4.0, 15.0))
     refused = proc.poll() is not None
     text = s.output_files[-1].read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
@@ -73,7 +73,7 @@ def test_damaged_state_db_gives_a_clear_error_or_a_safe_rebuild(studio, emulator
         for p in _state_files(s):
             p.rename(p.with_name(p.name + ".damaged")) if p.exists() else None
         proc = s.start()
-        time.sleep(scale(6.0, 15.0))
+        time.sleep(scale(4.0, 15.0))
     assert proc.poll() is None, s.output_files[-1].read_text(errors="replace")[-2000:]
     assert s.stop(proc) == 0
     assert "Traceback" not in s.output_files[-1].read_text(errors="replace")
@@ -121,7 +121,7 @@ def test_state_db_locked_by_another_process(studio, emulator):
 
 def test_two_daemons_one_folder_every_file_once(studio, emulator):
     rng = random.Random(12)
-    n = scale(60, 300)
+    n = scale(40, 300)
     a = studio(name="a", inc=False)
     b = studio(name="b", inc=False)
     b.out.rmdir()
@@ -135,7 +135,7 @@ def test_two_daemons_one_folder_every_file_once(studio, emulator):
         if i % 10 == 0:
             time.sleep(0.05)
     wait_until(lambda: len(a.box_out()) >= n, scale(90, 600), "every file on Box")
-    time.sleep(3.0)
+    time.sleep(2.0)
     assert a.stop(pa) == 0 and b.stop(pb) == 0
     a.assert_outgoing_exact(expected)
     report("two_daemons", files=n, on_box=len(a.box_out()), duplicates=0, extra_versions=0)

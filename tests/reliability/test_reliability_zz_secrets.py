@@ -27,7 +27,7 @@ def test_no_secret_in_any_output_of_the_session(studio, emulator):
     emulator.control.settings(app_authorized=False)
     emulator.control.expire_tokens()
     write_out(s.out, "three.bin", b"3" * 1000)
-    time.sleep(4.0)
+    time.sleep(2.0)
     s.cli("status")
     s.cli("status", "--json")
     s.cli("check")

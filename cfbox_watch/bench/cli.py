@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=",".join(scenarios.ALL),
                    help=f"comma-separated subset of: {', '.join(scenarios.ALL)}")
     p.add_argument("--profile", action="store_true",
-                   help="also profile the daemon's small-files run with py-spy (pip install py-spy)")
+                   help="also profile the daemon on small/big files out and in with py-spy (pip install py-spy)")
     p.add_argument("--set", action="append", default=[], metavar="SIZE=N",
                    help="override one size of the mode, e.g. --set restart_files=10000 (see sizes.py)")
     p.add_argument("--out", default="bench-results", help="folder for the JSON and Markdown results")

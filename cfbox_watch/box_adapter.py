@@ -89,6 +89,7 @@ LONG_POLL_MARGIN = 5.0
 # and a 401 for the current token always signs in (a time window would retry a token
 # revoked right after a refresh with itself, and fail).
 _SENT = threading.local()
+MAX_401_RETRIES = 2
 
 
 # --------------------------------------------------------------------------- data
@@ -380,7 +381,7 @@ class _Accepted(Exception):
 
 
 class _RefreshOnce(RetryStrategy):
-    """Retry a request only after a 401, once, with a fresh token; never anything else.
+    """Retry a request only after a 401 (at most twice), with a fresh token; never anything else.
 
     Concurrent 401s (all workers at token expiry) share one refresh."""
 
@@ -390,7 +391,9 @@ class _RefreshOnce(RetryStrategy):
         self.refreshes = 0
 
     def should_retry(self, fetch_options, fetch_response, attempt_number: int) -> bool:
-        if fetch_response.status != 401 or fetch_options.auth is None or attempt_number > 1:
+        # Up to three sends: the token can die again between another thread's refresh
+        # and our retry (short-lived tokens); a real refusal fails in the sign-in itself.
+        if fetch_response.status != 401 or fetch_options.auth is None or attempt_number > MAX_401_RETRIES:
             return False
         with self._lock:
             current = fetch_options.auth.token_storage.get()

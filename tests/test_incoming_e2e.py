@@ -51,7 +51,10 @@ def local_files(root: Path) -> dict[str, bytes]:
     for dirpath, _, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
-            out[str(p.relative_to(root))] = p.read_bytes()
+            try:
+                out[str(p.relative_to(root))] = p.read_bytes()
+            except FileNotFoundError:  # a temporary renamed into place while we walked
+                continue
     return out
 
 

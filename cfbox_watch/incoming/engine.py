@@ -517,6 +517,11 @@ class IncomingSide:
                 self._beat(wait + 3600)
                 if self._wake_workers.wait(wait):
                     self._wake_workers.clear()
+                    # Workers share one wake event: one that clears it just as
+                    # request_stop sets it would leave the others asleep for `wait`
+                    # seconds.  request_stop sets _stop before the event, so pass it on.
+                    if self._stop.is_set():
+                        self._wake_workers.set()
         finally:
             conn.close()
 

@@ -581,3 +581,17 @@ def test_periodic_rescan_finds_what_the_watch_missed(env):
     finally:
         side.request_stop()
         assert side.join(10)
+
+
+def test_workers_create_each_new_box_folder_once(env):
+    """Eight workers uploading into the same new folders: one create call per folder."""
+    emu, root, sd = env
+    for d in ("job1", "job1/sub", "job2"):
+        for i in range(8):
+            write(root, f"{d}/f{i}.txt", f"{d}-{i}".encode())
+    side = make_side(info(emu), root, sd, workers=8)
+    emu.control.reset_counters()
+    assert side.run_once() is True
+    creates = sum(n for k, n in emu.control.counters().items() if k == "POST /2.0/folders")
+    assert creates == 3, emu.control.counters()
+    assert len(emu.control.files(emu.folders["delivery"])) == 24

@@ -575,7 +575,9 @@ def refuse_damaged_state(config: Config) -> int | None:
     return EX_CONFIG
 
 
-def cmd_run(args) -> int:
+def _start_command(args) -> tuple[Config | None, int | None]:
+    """What `run` and `once` both do first: load the config (ConfigError -> exit 78 in
+    cli.py), set up logging, log the config's warnings, refuse a damaged state DB."""
     from cfbox_watch.config import load_config
 
     config = load_config(args.config)
@@ -583,7 +585,12 @@ def cmd_run(args) -> int:
     for w in config.warnings:
         log.warning("%s", w)
     refused = refuse_damaged_state(config)
-    if refused is not None:
+    return (None, refused) if refused is not None else (config, None)
+
+
+def cmd_run(args) -> int:
+    config, refused = _start_command(args)
+    if config is None:
         return refused
     notifier = Notifier()
     inbox = SignalInbox([signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
@@ -648,14 +655,8 @@ def classify_failure(summary: dict, probe: Callable[[], Any] | None) -> str:
 
 
 def cmd_once(args) -> int:
-    from cfbox_watch.config import load_config
-
-    config = load_config(args.config)
-    setup_logging(config.log_level, verbose=getattr(args, "verbose", False))
-    for w in config.warnings:
-        log.warning("%s", w)
-    refused = refuse_damaged_state(config)
-    if refused is not None:
+    config, refused = _start_command(args)
+    if config is None:
         return refused
     specs = side_specs(config)
     daemon = Daemon(config, Notifier({}))

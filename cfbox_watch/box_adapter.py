@@ -425,11 +425,16 @@ class _Transport(BoxNetworkClient):
         with self._count_lock:
             self.count += 1
 
+    def _prepare_request(self, options, reauthenticate: bool = False):
+        # Wait for the rate limiter before the Authorization header is made: a header
+        # made first can carry a token that expires while the call waits its turn.
+        if not str(options.url).rstrip("/").endswith("/oauth2/token"):
+            self.limiter.acquire_call()
+        return super()._prepare_request(options=options, reauthenticate=reauthenticate)
+
     def _make_request(self, request):
         token_call = request.url.rstrip("/").endswith("/oauth2/token")
         self.local.token_call = token_call
-        if not token_call:
-            self.limiter.acquire_call()
         self.bump()
         _SENT.authorization = (request.headers or {}).get("Authorization")
         response = super()._make_request(request)

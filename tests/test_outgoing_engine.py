@@ -595,3 +595,30 @@ def test_workers_create_each_new_box_folder_once(env):
     creates = sum(n for k, n in emu.control.counters().items() if k == "POST /2.0/folders")
     assert creates == 3, emu.control.counters()
     assert len(emu.control.files(emu.folders["delivery"])) == 24
+
+
+def test_large_upload_shows_progress_in_summary_and_log(emulator_factory, tmp_path, caplog):
+    """`status` reads summary()["transfers"]; the journal gets progress lines."""
+    from cfbox_watch.progress import Transfers
+
+    caplog.set_level(logging.INFO)
+    emu = emulator_factory("--part-size", str(256 * 1024), "--chunk-min", "1000000")
+    root, sd = tmp_path / "export", tmp_path / "state"
+    data = os.urandom(3 * 1024 * 1024)                              # 12 parts
+    write(root, "big.bin", data)
+    emu.control.faults(bandwidth=800_000, path_regex="upload_sessions")   # ~4 s in all
+    side = make_side(info(emu), root, sd, chunked_threshold=1_000_000, part_workers=2)
+    side._transfers = Transfers(min_size=1_000_000, every=0.5)      # "large" for this test
+    side.start()
+    try:
+        seen = wait_for(lambda: [t for t in side.summary()["transfers"]
+                                 if t["path"] == "big.bin" and 0 < t["done"] < t["size"]], 30)
+        assert seen[0]["size"] == len(data)
+        wait_for(lambda: emu.control.find(emu.folders["delivery"], "big.bin"), 60)
+        wait_for(lambda: side.summary()["transfers"] == [], 10)
+    finally:
+        side.request_stop()
+        assert side.join(15)
+    lines = [r for r in caplog.records if getattr(r, "fields", {}).get("ACTION") == "progress"]
+    assert lines and all(r.fields["PATH"] == "big.bin" for r in lines)
+    assert "% of 3 MB" in lines[0].getMessage()

@@ -28,6 +28,7 @@ from pathlib import Path
 from cfbox_watch.config_model import Config, IncomingMapping
 from cfbox_watch.creative_force.roundtrip import accepted
 from cfbox_watch.db import db_path, open_db
+from cfbox_watch.progress import Transfers
 from cfbox_watch.errors import (
     BoxError, CfboxError, ItemError, NameConflictError, NotFoundError, RetryableError, SetupError,
 )
@@ -46,8 +47,6 @@ ONCE_MAX_SLEEP = 15.0      # longest in-pass wait before such a retry
 REPLAN_LIMIT = 5
 RETRY_BASE = 5.0           # backoff of a failed item: 5 s, 10 s, 20 s ... (cap 15 min), +-50 %
 STALL_SECONDS = 600.0      # a transfer or listing page silent this long makes heartbeat() False
-PROGRESS_MIN_SIZE = 64 * 1024 * 1024
-PROGRESS_EVERY = 5.0
 
 
 class _Beat:
@@ -124,6 +123,7 @@ class IncomingSide:
         self.root = Path(mapping.local)
         self.db_path = db_path(config.state_dir)
         self._stop = threading.Event()
+        self._transfers = Transfers()   # large downloads in flight, for status
         self._wake_poller = threading.Event()
         self._wake_workers = threading.Event()
         self._requests_lock = threading.Lock()
@@ -214,6 +214,7 @@ class IncomingSide:
             self._error = self._error or f"cannot read the state DB: {e}"
         s["state"] = self._state
         s["error"] = self._error
+        s["transfers"] = self._transfers.snapshot()
         return s
 
     def request_scan(self, folder_ids: set[str] | None = None) -> None:
@@ -624,11 +625,12 @@ class IncomingSide:
                     return "done"
                 final_name = plan.relpath.rsplit("/", 1)[-1]
                 try:
-                    placed = downloader.download(
-                        lambda: self.remote.download(rf.file_id, version_id=rf.version_id),
-                        dest, final_name, file_id=rf.file_id, expected_sha1=rf.sha1,
-                        expected_size=rf.size, replace=plan.replace, file_mode=self.m.file_mode,
-                        gid=self._gid, progress=self._progress_reporter(plan.relpath, rf))
+                    with self._transfers.begin(plan.relpath, rf.size or 0) as transfer:
+                        placed = downloader.download(
+                            lambda: self.remote.download(rf.file_id, version_id=rf.version_id),
+                            dest, final_name, file_id=rf.file_id, expected_sha1=rf.sha1,
+                            expected_size=rf.size, replace=plan.replace, file_mode=self.m.file_mode,
+                            gid=self._gid, progress=self._progress_reporter(transfer))
                 except downloader.TargetExists:
                     continue  # someone took the name meanwhile: plan again
                 state.mark_placed(conn, self.mapping, rf.file_id, relpath=plan.relpath, sha1=placed.sha1,
@@ -661,23 +663,16 @@ class IncomingSide:
             return self._retry_later(conn, row, rf, f"internal error: {type(e).__name__}: {e}", None,
                                      base=12 * self.retry_base)
 
-    def _progress_reporter(self, relpath: str, rf: RemoteFile):
-        """Heartbeat on every chunk; a progress line every PROGRESS_EVERY seconds for
-        large files, so an admin sees a long transfer is alive."""
-        started = last = time.monotonic()
-        total = rf.size or 0
+    def _progress_reporter(self, transfer):
+        """Heartbeat on every chunk; a progress line every few seconds for large files,
+        so an admin sees a long transfer is alive (and `status` shows how far it got)."""
 
         def report(done: int) -> None:
-            nonlocal last
             self._beat(self.stall_seconds)
-            now = time.monotonic()
-            if total >= PROGRESS_MIN_SIZE and now - last >= PROGRESS_EVERY:
-                last = now
-                rate = done / max(now - started, 1e-6) / 1e6
-                log.info("downloading %s: %d%% of %.0f MB, %.1f MB/s", relpath, done * 100 // total,
-                         total / 1e6, rate, extra={"fields": {"MAPPING": self.mapping,
-                                                              "ACTION": "progress", "PATH": relpath,
-                                                              "BOX_FILE_ID": rf.file_id}})
+            if transfer.update(done):
+                log.info("downloading %s: %s", transfer.path, transfer.describe(),
+                         extra={"fields": {"MAPPING": self.mapping, "ACTION": "progress",
+                                           "PATH": transfer.path}})
         return report
 
     def _retry_later(self, conn, row: state.Row, rf: RemoteFile, error: str, retry_after,

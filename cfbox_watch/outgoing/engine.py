@@ -27,6 +27,7 @@ from cfbox_watch.outgoing import planner, settle, state, watcher
 from cfbox_watch.outgoing.filters import dir_excluded, file_wanted
 from cfbox_watch.outgoing.scanner import FileStat, scan, stat_file
 from cfbox_watch.outgoing.uploader import FileChanged, Stopped, Uploader, hash_file
+from cfbox_watch.progress import Transfers
 
 log = logging.getLogger("cfbox_watch.outgoing.engine")
 
@@ -73,6 +74,7 @@ class OutgoingSide:
         self.poll_interval = poll_interval
         self._stop = threading.Event()
         self._folder_lock = threading.RLock()   # see _folder_for
+        self._transfers = Transfers()           # large uploads in flight, for status
         self._ready = threading.Event()
         self._rescan = threading.Event()
         self._wake = threading.Condition()
@@ -148,6 +150,7 @@ class OutgoingSide:
         conn.close()
         s["state"] = self._state
         s["error"] = self._error
+        s["transfers"] = self._transfers.snapshot()
         return s
 
     def run_once(self) -> bool:
@@ -259,7 +262,7 @@ class OutgoingSide:
 
     def _uploader(self, conn) -> Uploader:
         return Uploader(self.remote, conn, self.mapping, part_workers=self.m.part_workers,
-                        stop=self._stop, beat=self._beat)
+                        stop=self._stop, beat=self._beat, transfers=self._transfers)
 
     def _setup_failed(self, e: SetupError) -> None:
         if self._state != "failed":

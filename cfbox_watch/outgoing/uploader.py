@@ -27,6 +27,7 @@ from typing import Callable
 from cfbox_watch.errors import NotFoundError, RetryableError, SessionExpiredError
 from cfbox_watch.outgoing import planner, state
 from cfbox_watch.outgoing.scanner import FileStat
+from cfbox_watch.progress import Transfers
 
 log = logging.getLogger("cfbox_watch.outgoing.uploader")
 
@@ -63,7 +64,9 @@ class ChunkResult:
 
 class Uploader:
     def __init__(self, remote, conn: sqlite3.Connection, mapping: str, *, part_workers: int = 3,
-                 stop: threading.Event | None = None, beat: Callable[[], None] = lambda: None):
+                 stop: threading.Event | None = None, beat: Callable[[], None] = lambda: None,
+                 transfers: Transfers | None = None):
+        self.transfers = transfers if transfers is not None else Transfers()
         self.remote = remote
         self.conn = conn
         self.mapping = mapping
@@ -147,14 +150,19 @@ class Uploader:
         whole = hashlib.sha1()
         sent = 0
         pending: set[cf.Future] = set()
+        transfer = self.transfers.begin(st.relpath, st.size)
 
         def record(fut: cf.Future) -> None:
             part = fut.result()
             state.add_part(self.conn, session.id, part.offset, part.size, part.part_id, part.sha1)
             done[part.offset] = part
             self.beat()
+            if transfer.update(sum(p.size for p in done.values())):
+                log.info("uploading %s: %s", st.relpath, transfer.describe(),
+                         extra={"fields": {"MAPPING": self.mapping, "ACTION": "progress",
+                                           "PATH": st.relpath}})
 
-        with open(path, "rb") as f, cf.ThreadPoolExecutor(self.part_workers,
+        with transfer, open(path, "rb") as f, cf.ThreadPoolExecutor(self.part_workers,
                                                          thread_name_prefix="cfbox-part") as pool:
             try:
                 for off, n in ranges:

@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,55 +24,9 @@ import pytest
 import yaml
 
 from cfbox_watch.demo import png_bytes
+from notify_socket import NotifySocket  # noqa: E402
 
 PY = sys.executable
-
-
-class NotifySocket:
-    """systemd's side of sd_notify: records every datagram with its arrival time."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.done.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.messages.append((time.monotonic(), data.decode()))
-
-    def snapshot(self) -> list[tuple[float, str]]:
-        with self.lock:
-            return list(self.messages)
-
-    def count(self, line: str) -> int:
-        return sum(1 for _, m in self.snapshot() if line in m.split("\n"))
-
-    def wait_for(self, line: str, timeout: float, after: int = 0) -> tuple[float, str]:
-        """The first message at index >= `after` containing `line` as one of its lines."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, (t, m) in enumerate(self.snapshot()):
-                if i >= after and line in m.split("\n"):
-                    return t, m
-            time.sleep(0.05)
-        raise AssertionError(f"no {line!r} within {timeout} s; got {self.snapshot()[after:]}")
-
-    def close(self):
-        self.done.set()
-        self.sock.close()
 
 
 def write_yaml(path: Path, emulator, root: Path, *, delivery: bool = False, extra: dict | None = None,

@@ -17,15 +17,14 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import yaml
+from notify_socket import NotifySocket  # noqa: E402
 
 PY = sys.executable
 PROJECT = Path(__file__).resolve().parents[2]
@@ -67,41 +66,6 @@ def wait_until(pred, timeout: float, what: str, step: float = 0.1):
             return v
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class NotifySocket:
-    """systemd's end of sd_notify: records every datagram, so watchdog pings can be counted."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.done.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.messages.append((time.monotonic(), data.decode(errors="replace")))
-
-    def times(self, line: str) -> list[float]:
-        with self.lock:
-            return [t for t, m in self.messages if line in m.split("\n")]
-
-    def close(self):
-        self.done.set()
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
 
 
 def local_files(root: Path) -> dict[str, bytes]:

@@ -11,11 +11,8 @@ file with the event long-poll.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cfbox_watch.bench.procs import Emulator  # noqa: E402
 from cfbox_watch.box_adapter import BoxRemote  # noqa: E402
 from cfbox_watch.config_model import Config, Connection, IncomingMapping  # noqa: E402
 from cfbox_watch.emulator.control import EmulatorControl  # noqa: E402
@@ -30,15 +28,10 @@ from cfbox_watch.incoming.engine import IncomingSide  # noqa: E402
 
 
 def start_emulator(work: Path):
-    cmd = [sys.executable, "-m", "cfbox_watch", "emulator", "--port", "0", "--data", str(work / "emu"),
-           "--write-config", str(work / "config.json")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(work / "emu.log", "wb"))
-    r, _, _ = select.select([proc.stdout], [], [], 30)
-    if not r:
-        proc.kill()
-        raise SystemExit("emulator did not start")
-    ready = json.loads(proc.stdout.readline())
-    return proc, ready
+    """The benchmark harness's own starter (cfbox_watch/bench/procs.py): free port,
+    ready line, and the emulator dies with this script."""
+    emu = Emulator(work).start()
+    return emu.proc, emu.ready
 
 
 def side_for(work: Path, ready: dict, name: str, *, api_per_minute: int = 900, **kw) -> IncomingSide:

@@ -12,32 +12,24 @@ no such limit, so the limiter is raised here to measure what the engine itself d
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import select
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from cfbox_watch.bench.procs import Emulator  # noqa: E402
 from cfbox_watch.box_adapter import BoxRemote
 from cfbox_watch.config_model import Config, Connection, OutgoingMapping
 from cfbox_watch.emulator.control import EmulatorControl
 from cfbox_watch.outgoing.engine import OutgoingSide
 
 
-def start_emulator(work: Path) -> tuple[subprocess.Popen, dict]:
-    cmd = [sys.executable, "-m", "cfbox_watch", "emulator", "--port", "0", "--data",
-           str(work / "emu"), "--write-config", str(work / "config.json")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    r, _, _ = select.select([proc.stdout], [], [], 30)
-    if not r:
-        proc.kill()
-        raise SystemExit("emulator did not start")
-    ready = json.loads(proc.stdout.readline())
-    ready["config_path"] = str(work / "config.json")
-    return proc, ready
+def start_emulator(work: Path):
+    """The benchmark harness's own starter (cfbox_watch/bench/procs.py): free port,
+    ready line, and the emulator dies with this script."""
+    emu = Emulator(work).start()
+    emu.ready["config_path"] = str(emu.config_path)
+    return emu.proc, emu.ready
 
 
 def side_for(ready: dict, root: Path, state: Path, name: str, box_limits: bool, **kw) -> OutgoingSide:

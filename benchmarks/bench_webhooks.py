@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -29,19 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
+from cfbox_watch.bench.procs import Emulator  # noqa: E402
 from cfbox_watch.emulator.control import EmulatorControl  # noqa: E402
 from cfbox_watch.webhooks import signature  # noqa: E402
 
 
 def start_emulator(work: Path):
-    cmd = [sys.executable, "-m", "cfbox_watch", "emulator", "--port", "0", "--data", str(work / "emu"),
-           "--write-config", str(work / "config.json")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(work / "emu.log", "wb"))
-    r, _, _ = select.select([proc.stdout], [], [], 30)
-    if not r:
-        proc.kill()
-        raise SystemExit("emulator did not start")
-    return proc, json.loads(proc.stdout.readline())
+    """The benchmark harness's own starter (cfbox_watch/bench/procs.py): free port,
+    ready line, and the emulator dies with this script."""
+    emu = Emulator(work).start()
+    return emu.proc, emu.ready
 
 
 def wait(pred, timeout):
